@@ -1,0 +1,218 @@
+"""The functional core: one NAdam step over lists of arrays, as torch's
+``torch.optim._functional.nadam`` is to ``torch.optim.NAdam``.
+
+Every front end (the torch-style :class:`nadam_ref.NAdam`, the Keras-style
+:class:`nadam_ref.keras.Nadam`, :func:`nadam_ref.minimize`, the golden tools)
+calls this module; none re-derives a formula.  A step has two phases:
+
+1. :func:`plan_step` checks every input and computes the schedule, changing
+   nothing, so that bad input fails before any array is touched;
+2. :meth:`StepPlan.run` hands the arrays and their coefficients to a backend,
+   which updates θ, m and v in place.
+
+:func:`nadam` does both.  Complex arrays are updated as pairs of reals (as
+``torch.view_as_real`` does): real and imaginary parts are separate elements.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import ModuleType
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+from .schedule import MOMENTUM_BASE, Coefficients, StepScalars, advance, coefficients
+
+#: Backend name → module implementing ``update(params, grads, exp_avgs, exp_avg_sqs, coefficients)``.
+BACKENDS = {
+    "numpy": "nadam_ref.backend_numpy",
+    "numba": "nadam_ref.backend_numba",
+    "cuda": "nadam_ref.backend_cuda",
+}
+
+
+def get_backend(name: str) -> ModuleType:
+    """The backend module called ``name`` (imported on first use)."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
+    return importlib.import_module(BACKENDS[name])
+
+
+def check_hyperparameters(
+    lr, betas, eps, weight_decay, momentum_decay, *, where: str = ""
+) -> None:
+    """Raise ValueError naming the first invalid hyperparameter (torch's rules:
+    lr, eps, weight_decay, momentum_decay ≥ 0 and 0 ≤ β < 1; NaN is invalid)."""
+    prefix = f"{where}: " if where else ""
+
+    def real(name, value):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.integer, np.floating)
+        ):
+            raise ValueError(f"{prefix}{name} must be a real number, got {value!r}")
+        return float(value)
+
+    if not 0.0 <= real("lr", lr):
+        raise ValueError(f"{prefix}Invalid learning rate: {lr}")
+    if not 0.0 <= real("eps", eps):
+        raise ValueError(f"{prefix}Invalid epsilon value: {eps}")
+    try:
+        beta1, beta2 = betas
+    except (TypeError, ValueError):
+        raise ValueError(f"{prefix}betas must be a pair (beta1, beta2), got {betas!r}") from None
+    for i, beta in enumerate((beta1, beta2)):
+        if not 0.0 <= real(f"betas[{i}]", beta) < 1.0:
+            raise ValueError(f"{prefix}Invalid beta parameter at index {i}: {beta}")
+    if not 0.0 <= real("weight_decay", weight_decay):
+        raise ValueError(f"{prefix}Invalid weight_decay value: {weight_decay}")
+    if not 0.0 <= real("momentum_decay", momentum_decay):
+        raise ValueError(f"{prefix}Invalid momentum_decay value: {momentum_decay}")
+
+
+def check_array(backend: ModuleType, array, name: str) -> None:
+    """A parameter or state array must be a floating (or complex) array the
+    backend can update in place."""
+    if not backend.is_array(array):
+        raise TypeError(f"{name} must be an array this backend updates in place, got {type(array).__name__}")
+    kind = np.dtype(array.dtype).kind
+    if kind not in "fc" or np.dtype(array.dtype).itemsize not in (4, 8, 16):
+        raise TypeError(
+            f"{name} has dtype {array.dtype}; NAdam needs float32, float64, complex64 or complex128"
+        )
+    if isinstance(array, np.ndarray) and not array.flags.writeable:
+        raise ValueError(f"{name} is a read-only array; NAdam updates it in place")
+
+
+def check_grad(backend: ModuleType, param, grad, name: str) -> None:
+    """A gradient must be an array of its parameter's shape and dtype."""
+    if not backend.is_array(grad):
+        raise TypeError(f"gradient of {name} must be an array, got {type(grad).__name__}")
+    if tuple(grad.shape) != tuple(param.shape):
+        raise ValueError(
+            f"gradient of {name} has shape {tuple(grad.shape)}, but the parameter has shape {tuple(param.shape)}"
+        )
+    if np.dtype(grad.dtype) != np.dtype(param.dtype):
+        raise TypeError(
+            f"gradient of {name} has dtype {grad.dtype}, but the parameter has dtype {param.dtype}"
+        )
+
+
+def as_real(array):
+    """A real view of a complex array, with a trailing axis of (real, imag),
+    as ``torch.view_as_real``; real arrays are returned as they are."""
+    if np.dtype(array.dtype).kind != "c":
+        return array
+    return array[..., None].view(array.real.dtype)
+
+
+@dataclass
+class StepPlan:
+    """A checked step, ready to run: the arrays (as real views) and their
+    coefficients, and the schedule state each parameter will have after it."""
+
+    backend: ModuleType
+    params: list
+    grads: list
+    exp_avgs: list
+    exp_avg_sqs: list
+    coefficients: list[Coefficients]
+    scalars: list[StepScalars]
+
+    def run(self) -> tuple[list, list]:
+        """Update θ, m and v in place; return the new steps and ∏μ values."""
+        if self.params:
+            self.backend.update(
+                self.params, self.grads, self.exp_avgs, self.exp_avg_sqs, self.coefficients
+            )
+        return [s.step for s in self.scalars], [s.mu_product for s in self.scalars]
+
+
+def plan_step(
+    params: Sequence,
+    grads: Sequence,
+    exp_avgs: Sequence,
+    exp_avg_sqs: Sequence,
+    steps: Sequence,
+    mu_products: Sequence,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float = 0.0,
+    momentum_decay: float = 4e-3,
+    decoupled_weight_decay: bool = False,
+    maximize: bool = False,
+    split_update: bool = True,
+    scalar_dtype: DTypeLike = np.float64,
+    compute_dtype: DTypeLike = np.float64,
+    momentum_base: float = MOMENTUM_BASE,
+    backend: str = "numpy",
+    names: Sequence[str] | None = None,
+) -> StepPlan:
+    """Check a step's inputs and compute its schedule; change nothing.
+
+    ``steps[i]`` and ``mu_products[i]`` are parameter i's stored step count
+    t−1 and ∏_{j<t} μ_j; ``scalar_dtype`` is the dtype they are stored in and
+    ``compute_dtype`` the dtype of the other scalars (see
+    :func:`nadam_ref.schedule.advance`).  ``split_update`` applies the step to
+    θ in torch's two parts rather than Keras's one (see :mod:`nadam_ref.element`).  Raises TypeError or ValueError,
+    naming the parameter, for anything a step cannot use.
+    """
+    module = get_backend(backend)
+    check_hyperparameters(lr, (beta1, beta2), eps, weight_decay, momentum_decay)
+    n = len(params)
+    if not all(len(x) == n for x in (grads, exp_avgs, exp_avg_sqs, steps, mu_products)):
+        raise ValueError("params, grads, exp_avgs, exp_avg_sqs, steps and mu_products must have equal lengths")
+    names = list(names) if names is not None else [f"parameter {i}" for i in range(n)]
+    plan = StepPlan(module, [], [], [], [], [], [])
+    for name, param, grad, m, v, step, mu_product in zip(
+        names, params, grads, exp_avgs, exp_avg_sqs, steps, mu_products
+    ):
+        check_array(module, param, name)
+        check_grad(module, param, grad, name)
+        for state, what in ((m, "exp_avg"), (v, "exp_avg_sq")):
+            check_array(module, state, f"{what} of {name}")
+            if tuple(state.shape) != tuple(param.shape) or np.dtype(state.dtype) != np.dtype(param.dtype):
+                raise ValueError(
+                    f"{what} of {name} has shape {tuple(state.shape)} and dtype {state.dtype}; "
+                    f"expected {tuple(param.shape)} and {param.dtype}"
+                )
+        scalars = advance(
+            step, mu_product, beta1, beta2, momentum_decay,
+            compute_dtype=compute_dtype, state_dtype=scalar_dtype, base=momentum_base,
+        )
+        real_param = as_real(param)
+        plan.params.append(real_param)
+        plan.grads.append(as_real(grad))
+        plan.exp_avgs.append(as_real(m))
+        plan.exp_avg_sqs.append(as_real(v))
+        plan.scalars.append(scalars)
+        plan.coefficients.append(
+            coefficients(
+                scalars, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
+                maximize=maximize, split_update=split_update,
+                compute_dtype=compute_dtype, dtype=real_param.dtype,
+            )
+        )
+    return plan
+
+
+def nadam(
+    params: Sequence,
+    grads: Sequence,
+    exp_avgs: Sequence,
+    exp_avg_sqs: Sequence,
+    steps: Sequence,
+    mu_products: Sequence,
+    **options,
+) -> tuple[list, list]:
+    """One NAdam step, in place: :func:`plan_step` then :meth:`StepPlan.run`.
+
+    Returns the new steps and ∏μ values, to be stored by the caller.
+    """
+    return plan_step(params, grads, exp_avgs, exp_avg_sqs, steps, mu_products, **options).run()

@@ -1,0 +1,341 @@
+"""The torch-style optimizer: :class:`Parameter` and :class:`NAdam`.
+
+The class keeps parameter groups and per-parameter state and hands each step
+to :mod:`nadam_ref.functional`, as ``torch.optim.NAdam`` hands its work to
+``torch.optim._functional.nadam``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+from . import functional
+
+#: Options a parameter group may override, with torch's defaults.
+GROUP_OPTIONS = ("lr", "betas", "eps", "weight_decay", "momentum_decay", "decoupled_weight_decay", "maximize")
+STATE_KEYS = ("step", "mu_product", "exp_avg", "exp_avg_sq")
+
+
+class Parameter:
+    """An array being optimized, and its gradient.
+
+    ``data`` is updated in place by :meth:`NAdam.step`, so any view of the
+    array you passed in sees every update.  ``grad`` is None (the parameter
+    is skipped) or an array of the same shape and dtype.
+    """
+
+    def __init__(self, data, grad=None):
+        if isinstance(data, Parameter):
+            raise TypeError("data is already a Parameter")
+        if not hasattr(data, "__cuda_array_interface__"):
+            data = np.asarray(data)
+            if data.dtype.kind not in "fc":
+                raise TypeError(
+                    f"a Parameter must hold a floating or complex array, got dtype {data.dtype}"
+                )
+        self.data = data
+        self.grad = grad
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.data.dtype)
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={self.shape}, dtype={self.dtype})"
+
+
+def as_parameter(p) -> Parameter:
+    """Wrap a plain array (kept, not copied) as a Parameter."""
+    return p if isinstance(p, Parameter) else Parameter(p)
+
+
+class NAdam:
+    r"""NAdam with the interface of ``torch.optim.NAdam``, on NumPy arrays.
+
+    For t = 1, 2, …, with γ = lr, (β1, β2) = betas, ψ = momentum_decay::
+
+        g_t ← ∇f(θ_{t−1})  (+ λθ_{t−1} with L2 weight decay; θ ← θ(1 − γλ) first if decoupled)
+        μ_t ← β1(1 − ½·0.96^(tψ)),   μ_{t+1} ← β1(1 − ½·0.96^((t+1)ψ))
+        m_t ← β1 m_{t−1} + (1 − β1) g_t
+        v_t ← β2 v_{t−1} + (1 − β2) g_t²
+        m̂_t ← μ_{t+1} m_t / (1 − ∏_{i≤t+1} μ_i) + (1 − μ_t) g_t / (1 − ∏_{i≤t} μ_i)
+        v̂_t ← v_t / (1 − β2^t)
+        θ_t ← θ_{t−1} − γ m̂_t / (√v̂_t + ε)
+
+    Args:
+        params: parameters (:class:`Parameter` or arrays, which are wrapped)
+            or dicts defining parameter groups, each with a ``"params"`` entry
+            and any of the options below overridden.
+        lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay,
+        maximize: as in torch.
+        scalar_dtype: dtype in which each parameter's step count and ∏μ are
+            stored.  float64 (the default) is the reference; float32 stores
+            them as torch does, which reproduces torch's trajectories.
+        backend: ``"numpy"`` (the readable reference), ``"numba"`` or ``"cuda"``.
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum_decay: float = 4e-3,
+        decoupled_weight_decay: bool = False,
+        *,
+        maximize: bool = False,
+        scalar_dtype: DTypeLike = np.float64,
+        backend: str = "numpy",
+    ):
+        functional.check_hyperparameters(lr, betas, eps, weight_decay, momentum_decay)
+        self.scalar_dtype = np.dtype(scalar_dtype)
+        if self.scalar_dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"scalar_dtype must be float32 or float64, got {self.scalar_dtype}")
+        functional.get_backend(backend)  # an unknown name fails here, not at the first step
+        self.backend = backend
+        self.defaults = dict(
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+            momentum_decay=momentum_decay, decoupled_weight_decay=bool(decoupled_weight_decay),
+            maximize=bool(maximize),
+        )
+        self.state: dict[Parameter, dict[str, Any]] = {}
+        self.param_groups: list[dict[str, Any]] = []
+        if isinstance(params, (np.ndarray, Parameter, dict)):
+            raise TypeError(
+                "params must be an iterable of parameters or of dicts defining parameter groups, "
+                f"got a single {type(params).__name__}"
+            )
+        groups = list(params)
+        if not groups:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for group in groups:
+            self.add_param_group(group)
+
+    # -- parameter groups ------------------------------------------------------------------
+
+    def add_param_group(self, param_group: dict) -> None:
+        """Add a group of parameters with its own options (others from the defaults)."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"a parameter group must be a dict, got {type(param_group).__name__}")
+        if "params" not in param_group:
+            raise ValueError('a parameter group must have a "params" entry')
+        params = param_group["params"]
+        if isinstance(params, (np.ndarray, Parameter)):
+            params = [params]
+        elif isinstance(params, (set, frozenset)):
+            raise TypeError("parameters must be given in an ordered collection, not a set")
+        params = [as_parameter(p) for p in params]
+        seen = {id(p.data) for g in self.param_groups for p in g["params"]}
+        own = set()
+        for p in params:
+            if id(p.data) in seen:
+                raise ValueError("some parameters appear in more than one parameter group")
+            if id(p.data) in own:
+                raise ValueError("a parameter group holds the same parameter twice")
+            own.add(id(p.data))
+            functional.check_array(functional.get_backend(self.backend), p.data, repr(p))
+        group = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
+        group["betas"] = tuple(group["betas"]) if isinstance(group["betas"], (list, tuple)) else group["betas"]
+        self._check_group(group, len(self.param_groups))
+        group["params"] = params
+        self.param_groups.append(group)
+
+    @staticmethod
+    def _check_group(group: dict, index: int) -> None:
+        functional.check_hyperparameters(
+            group["lr"], group["betas"], group["eps"], group["weight_decay"],
+            group["momentum_decay"], where=f"param_groups[{index}]",
+        )
+
+    # -- stepping --------------------------------------------------------------------------
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget the gradients (set them to None, or to zeros in place)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad[...] = 0
+
+    def step(self, closure: Callable[[], Any] | None = None):
+        """Take one NAdam step for every parameter that has a gradient.
+
+        ``closure`` (optional) recomputes the loss and the gradients; its
+        return value is returned.  Every input is checked before anything is
+        updated: if this raises, parameters and state are as they were.
+        """
+        loss = closure() if closure is not None else None
+        backend = functional.get_backend(self.backend)
+        plans, new_states = [], []
+        for g, group in enumerate(self.param_groups):
+            self._check_group(group, g)
+            live, names = [], []
+            for i, p in enumerate(group["params"]):
+                if p.grad is not None:
+                    live.append(p)
+                    names.append(f"param_groups[{g}]['params'][{i}] ({p!r})")
+            states = []
+            for p in live:
+                states.append(self.state.get(p) or self._fresh_state(backend, p))
+            beta1, beta2 = group["betas"]
+            plans.append(
+                functional.plan_step(
+                    [p.data for p in live], [p.grad for p in live],
+                    [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                    [s["step"] for s in states], [s["mu_product"] for s in states],
+                    lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                    weight_decay=group["weight_decay"], momentum_decay=group["momentum_decay"],
+                    decoupled_weight_decay=group["decoupled_weight_decay"], maximize=group["maximize"],
+                    scalar_dtype=self.scalar_dtype, backend=self.backend, names=names,
+                )
+            )
+            new_states.append((live, states))
+        for plan, (live, states) in zip(plans, new_states):
+            steps, mu_products = plan.run()
+            for p, s, step, mu_product in zip(live, states, steps, mu_products):
+                s["step"], s["mu_product"] = step, mu_product
+                self.state[p] = s
+        return loss
+
+    def _fresh_state(self, backend, p: Parameter) -> dict[str, Any]:
+        one = self.scalar_dtype.type
+        return {
+            "step": one(0),
+            "mu_product": one(1),
+            "exp_avg": backend.zeros_like(p.data),
+            "exp_avg_sq": backend.zeros_like(p.data),
+        }
+
+    # -- saving and restoring ---------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizer's state in torch's layout, as copies::
+
+            {"state": {index: {"step", "mu_product", "exp_avg", "exp_avg_sq"}},
+             "param_groups": [{"lr", "betas", ..., "params": [index, ...]}]}
+
+        Parameters are numbered across groups in order; parameters that never
+        had a gradient have no entry in ``"state"``.
+        """
+        backend = functional.get_backend(self.backend)
+        to_host = getattr(backend, "to_host", np.array)
+        state, groups, index = {}, [], 0
+        for group in self.param_groups:
+            indices = []
+            for p in group["params"]:
+                if p in self.state:
+                    s = self.state[p]
+                    state[index] = {
+                        "step": s["step"],
+                        "mu_product": s["mu_product"],
+                        "exp_avg": to_host(s["exp_avg"]),
+                        "exp_avg_sq": to_host(s["exp_avg_sq"]),
+                    }
+                indices.append(index)
+                index += 1
+            groups.append({**copy.deepcopy({k: v for k, v in group.items() if k != "params"}), "params": indices})
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`: group options and per-parameter state.
+
+        Arrays are copied and cast to each parameter's dtype; ``step`` and
+        ``mu_product`` to ``scalar_dtype``.  Everything is checked before
+        anything changes; a mismatch raises ValueError saying what differs.
+        """
+        if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
+            raise ValueError('a state_dict must be a dict with exactly the keys "state" and "param_groups"')
+        saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
+        if not isinstance(saved_groups, (list, tuple)) or not isinstance(saved_state, dict):
+            raise ValueError('state_dict["param_groups"] must be a list and state_dict["state"] a dict')
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"loaded state dict has {len(saved_groups)} parameter groups, the optimizer has {len(self.param_groups)}"
+            )
+        backend = functional.get_backend(self.backend)
+        from_host = getattr(backend, "from_host", lambda a, like: np.array(a, dtype=like.dtype))
+        params_by_index, new_groups = {}, []
+        for g, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            if not isinstance(saved, dict) or "params" not in saved:
+                raise ValueError(f'loaded param_groups[{g}] must be a dict with a "params" entry')
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(
+                    f"loaded param_groups[{g}] has {len(saved['params'])} parameters, "
+                    f"the optimizer's group has {len(group['params'])}"
+                )
+            missing = [k for k in GROUP_OPTIONS if k not in saved]
+            if missing:
+                raise ValueError(f"loaded param_groups[{g}] lacks the options {missing}")
+            new = {**copy.deepcopy({k: v for k, v in saved.items() if k != "params"}), "params": group["params"]}
+            new["betas"] = tuple(new["betas"]) if isinstance(new["betas"], (list, tuple)) else new["betas"]
+            self._check_group(new, g)
+            new_groups.append(new)
+            for i, p in zip(saved["params"], group["params"]):
+                params_by_index[i] = p
+        scalar = self.scalar_dtype.type
+        new_state = {}
+        for key, s in saved_state.items():
+            if key not in params_by_index:
+                raise ValueError(f"loaded state has an entry for parameter {key!r}, which no group lists")
+            p = params_by_index[key]
+            if not isinstance(s, dict) or set(s) != set(STATE_KEYS):
+                raise ValueError(f"loaded state[{key!r}] must have exactly the keys {list(STATE_KEYS)}")
+            step, mu_product = _scalar(s["step"], f"state[{key!r}]['step']"), _scalar(s["mu_product"], f"state[{key!r}]['mu_product']")
+            if not (np.isfinite(step) and step >= 0 and step == int(step)):
+                raise ValueError(f"loaded state[{key!r}]['step'] must be a whole number ≥ 0, got {step}")
+            if not 0.0 <= mu_product <= 1.0:
+                raise ValueError(f"loaded state[{key!r}]['mu_product'] must lie in [0, 1], got {mu_product}")
+            entry = {"step": scalar(step), "mu_product": scalar(mu_product)}
+            for name in ("exp_avg", "exp_avg_sq"):
+                array = np.asarray(to_numpy(s[name]))
+                if array.shape != p.shape:
+                    raise ValueError(
+                        f"loaded state[{key!r}]['{name}'] has shape {array.shape}, the parameter has {p.shape}"
+                    )
+                if array.dtype.kind not in "fc" or (array.dtype.kind == "c" and p.dtype.kind != "c"):
+                    raise ValueError(f"loaded state[{key!r}]['{name}'] has dtype {array.dtype}, which cannot hold {p.dtype}")
+                entry[name] = from_host(array, p.data)
+            new_state[p] = entry
+        for group, new in zip(self.param_groups, new_groups):
+            group.clear()
+            group.update(new)
+        self.state = new_state
+
+    def __repr__(self) -> str:
+        lines = [f"NAdam (backend={self.backend!r}, scalar_dtype={self.scalar_dtype.name})"]
+        for i, group in enumerate(self.param_groups):
+            opts = ", ".join(f"{k}={group[k]!r}" for k in GROUP_OPTIONS)
+            lines.append(f"  group {i}: {len(group['params'])} params, {opts}")
+        return "\n".join(lines)
+
+
+def _scalar(value, name: str) -> float:
+    try:
+        array = np.asarray(to_numpy(value))
+        if array.size != 1 or array.dtype.kind not in "biuf":
+            raise TypeError
+        return float(array.reshape(()))
+    except (TypeError, ValueError):
+        raise ValueError(f"loaded {name} must be a real number, got {value!r}") from None
+
+
+def to_numpy(value):
+    """NumPy view of a host array, or of a torch CPU tensor (for convenience)."""
+    if hasattr(value, "detach") and hasattr(value, "numpy"):
+        return value.detach().cpu().numpy()
+    return value
