@@ -1,13 +1,28 @@
 """nadam_ref: the reference implementation of the NAdam optimizer.
 
 * :class:`NAdam` and :class:`Parameter`: the interface of ``torch.optim.NAdam`` on arrays;
+* :mod:`nadam_ref.keras`: the interface of ``tf.keras.optimizers.Nadam``;
+* :func:`minimize`: NAdam as a ``scipy.optimize`` method;
+* :func:`save` / :func:`load`: pickle-free checkpoints of a ``state_dict``;
+* :mod:`nadam_ref.golden`: the exact oracle, golden vectors and their verifier;
 * :mod:`nadam_ref.functional`: the functional core every front end calls;
 * :mod:`nadam_ref.schedule` and :mod:`nadam_ref.element`: the formulas, written once.
 """
+
+import importlib
 
 from .functional import nadam
 from .optimizer import NAdam, Parameter
 
 __version__ = "0.1.0"
 
-__all__ = ["NAdam", "Parameter", "nadam", "__version__"]
+# Imported on first use, so that ``import nadam_ref`` does not pull in SciPy.
+_LAZY = {"minimize": "nadam_ref.optimize", "save": "nadam_ref.checkpoint", "load": "nadam_ref.checkpoint"}
+
+__all__ = ["NAdam", "Parameter", "nadam", "minimize", "save", "load", "__version__"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'nadam_ref' has no attribute {name!r}")
