@@ -100,6 +100,20 @@ def check_grad(backend: ModuleType, param, grad, name: str) -> None:
         )
 
 
+class NonFiniteError(ValueError):
+    """A step with ``check_finite=True`` met a NaN or an infinity."""
+
+
+def check_finite_array(module: ModuleType, array, what: str) -> None:
+    """Raise :class:`NonFiniteError` naming ``what`` and the first (C-order)
+    index holding a NaN or an infinity; complex arrays are checked part by part."""
+    host = np.asarray(getattr(module, "to_host", np.asarray)(array))
+    bad = ~np.isfinite(host)
+    if bad.any():
+        index = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad.ravel())), host.shape))
+        raise NonFiniteError(f"{what} is not finite at index {index}: {host[index]!r}")
+
+
 def as_real(array):
     """A real view of a complex array, with a trailing axis of (real, imag),
     as ``torch.view_as_real``; real arrays are returned as they are."""
@@ -152,6 +166,7 @@ def plan_step(
     momentum_base: float = MOMENTUM_BASE,
     backend: str = "numpy",
     names: Sequence[str] | None = None,
+    check_finite: bool = False,
 ) -> StepPlan:
     """Check a step's inputs and compute its schedule; change nothing.
 
@@ -161,6 +176,11 @@ def plan_step(
     :func:`nadam_ref.schedule.advance`).  ``split_update`` applies the step to
     θ in torch's two parts rather than Keras's one (see :mod:`nadam_ref.element`).  Raises TypeError or ValueError,
     naming the parameter, for anything a step cannot use.
+
+    By default NaN and ±inf in a gradient propagate into θ, m and v exactly as
+    in torch.  ``check_finite=True`` instead raises :class:`NonFiniteError`
+    (a ValueError) naming the array and its first bad index if any gradient,
+    parameter or state array holds one, before anything is updated.
     """
     module = get_backend(backend)
     check_hyperparameters(lr, (beta1, beta2), eps, weight_decay, momentum_decay)
@@ -181,6 +201,11 @@ def plan_step(
                     f"{what} of {name} has shape {tuple(state.shape)} and dtype {state.dtype}; "
                     f"expected {tuple(param.shape)} and {param.dtype}"
                 )
+        if check_finite:
+            check_finite_array(module, grad, f"gradient of {name}")
+            check_finite_array(module, param, name)
+            check_finite_array(module, m, f"exp_avg of {name}")
+            check_finite_array(module, v, f"exp_avg_sq of {name}")
         scalars = advance(
             step, mu_product, beta1, beta2, momentum_decay,
             compute_dtype=compute_dtype, state_dtype=scalar_dtype, base=momentum_base,
