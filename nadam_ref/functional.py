@@ -111,7 +111,7 @@ def check_finite_array(module: ModuleType, array, what: str) -> None:
     bad = ~np.isfinite(host)
     if bad.any():
         index = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad.ravel())), host.shape))
-        raise NonFiniteError(f"{what} is not finite at index {index}: {host[index]!r}")
+        raise NonFiniteError(f"{what} is not finite at index {index}: {host[index].item()!r}")
 
 
 def as_real(array):
