@@ -81,6 +81,11 @@ class NAdam:
             stored.  float64 (the default) is the reference; float32 stores
             them as torch does, which reproduces torch's trajectories.
         backend: ``"numpy"`` (the readable reference), ``"numba"`` or ``"cuda"``.
+        check_finite: if True, a step whose gradients, parameters or state
+            hold a NaN or an infinity raises
+            :class:`nadam_ref.functional.NonFiniteError` (a ValueError) naming
+            the parameter and the first bad index, and changes nothing.  By
+            default (False) non-finite values propagate exactly as in torch.
     """
 
     def __init__(
@@ -96,6 +101,7 @@ class NAdam:
         maximize: bool = False,
         scalar_dtype: DTypeLike = np.float64,
         backend: str = "numpy",
+        check_finite: bool = False,
     ):
         functional.check_hyperparameters(lr, betas, eps, weight_decay, momentum_decay)
         self.scalar_dtype = np.dtype(scalar_dtype)
@@ -103,6 +109,7 @@ class NAdam:
             raise ValueError(f"scalar_dtype must be float32 or float64, got {self.scalar_dtype}")
         functional.get_backend(backend)  # an unknown name fails here, not at the first step
         self.backend = backend
+        self.check_finite = bool(check_finite)
         self.defaults = dict(
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
             momentum_decay=momentum_decay, decoupled_weight_decay=bool(decoupled_weight_decay),
@@ -202,6 +209,7 @@ class NAdam:
                     weight_decay=group["weight_decay"], momentum_decay=group["momentum_decay"],
                     decoupled_weight_decay=group["decoupled_weight_decay"], maximize=group["maximize"],
                     scalar_dtype=self.scalar_dtype, backend=self.backend, names=names,
+                    check_finite=self.check_finite,
                 )
             )
             new_states.append((live, states))
