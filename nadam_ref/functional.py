@@ -88,7 +88,9 @@ def check_array(backend: ModuleType, array, name: str) -> None:
 
 def check_grad(backend: ModuleType, param, grad, name: str) -> None:
     """A gradient must be an array of its parameter's shape and dtype."""
-    if not backend.is_array(grad):
+    # A backend may read gradients from more places than it updates (CUDA: host or device).
+    is_grad_array = getattr(backend, "is_grad_array", backend.is_array)
+    if not is_grad_array(grad):
         raise TypeError(f"gradient of {name} must be an array, got {type(grad).__name__}")
     if tuple(grad.shape) != tuple(param.shape):
         raise ValueError(
@@ -189,9 +191,16 @@ def plan_step(
         raise ValueError("params, grads, exp_avgs, exp_avg_sqs, steps and mu_products must have equal lengths")
     names = list(names) if names is not None else [f"parameter {i}" for i in range(n)]
     plan = StepPlan(module, [], [], [], [], [], [])
+    # Optional backend hooks: ``adopt`` brings an array the backend accepts into the form it
+    # updates (CUDA: any __cuda_array_interface__ object, as a zero-copy view), ``as_real``
+    # replaces the complex-to-real view for arrays NumPy-style indexing cannot view.
+    adopt = getattr(module, "adopt", None)
+    real = getattr(module, "as_real", as_real)
     for name, param, grad, m, v, step, mu_product in zip(
         names, params, grads, exp_avgs, exp_avg_sqs, steps, mu_products
     ):
+        if adopt is not None:
+            param, grad, m, v = adopt(param), adopt(grad), adopt(m), adopt(v)
         check_array(module, param, name)
         check_grad(module, param, grad, name)
         for state, what in ((m, "exp_avg"), (v, "exp_avg_sq")):
@@ -210,11 +219,11 @@ def plan_step(
             step, mu_product, beta1, beta2, momentum_decay,
             compute_dtype=compute_dtype, state_dtype=scalar_dtype, base=momentum_base,
         )
-        real_param = as_real(param)
+        real_param = real(param)
         plan.params.append(real_param)
-        plan.grads.append(as_real(grad))
-        plan.exp_avgs.append(as_real(m))
-        plan.exp_avg_sqs.append(as_real(v))
+        plan.grads.append(real(grad))
+        plan.exp_avgs.append(real(m))
+        plan.exp_avg_sqs.append(real(v))
         plan.scalars.append(scalars)
         plan.coefficients.append(
             coefficients(
