@@ -1,0 +1,350 @@
+"""The Numba CPU backend: the element update compiled once, run as one fused,
+parallel pass over all of a step's arrays.
+
+:func:`nadam_ref.element.nadam_element` — the very function the NumPy
+reference calls on whole arrays — is compiled with ``numba.njit`` and called
+per element inside a ``prange`` loop.  Each element of θ, g, m and v is read
+once and θ, m, v are written once: no temporaries, so a step moves the least
+memory it can (4 reads and 3 writes per element) and adds only a few small
+index arrays to the process's memory.
+
+Multi-tensor: :func:`update` makes one compiled call per set of arrays that
+share a dtype and their :class:`~nadam_ref.schedule.Coefficients` (in practice
+one call per parameter group and dtype), not one per parameter.  The call
+receives a table describing every array — its address, and for arrays that
+are not contiguous its shape and strides — and splits the work into chunks
+spread over the cores.  Contiguous arrays take a unit-stride loop that LLVM
+vectorises; any other view (transposed, sliced with steps, negative strides,
+the real view of a complex array, a broadcast gradient) is walked along its
+strides and updated in place.
+
+Why the results are the same bits as NumPy's:
+
+* every constant the element function uses arrives in the array's dtype
+  (REFERENCE.md §3: Numba types ``1 - b1`` with a float32 ``b1`` as float64,
+  NumPy 2 keeps float32), and the kernel adds no arithmetic of its own;
+* ``fastmath`` is off, so LLVM neither reorders nor contracts ``a·b + c``
+  into a fused multiply-add; ``sqrt`` and ``/`` are IEEE-exact in both.
+
+Compiled code is cached on disk (``cache=True``): a second process loads it
+instead of compiling.  Arrays that compiled code cannot address element by
+element — misaligned data, strides that are not a multiple of the item size,
+non-native byte order — are handed to the NumPy reference, which gives the
+same bits.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+
+import numpy as np
+from numba import carray, njit, prange
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+from . import backend_numpy
+from .element import nadam_element
+from .schedule import Coefficients
+
+#: Elements per unit of parallel work: large enough that scheduling costs
+#: nothing next to the arithmetic, small enough to balance two or more cores.
+CHUNK = 1 << 15
+#: Below this many elements in one call, threads cost more than they save.
+PARALLEL_THRESHOLD = 1 << 16
+
+_element = njit(nadam_element, inline="always", error_model="numpy", cache=True)
+
+
+@intrinsic
+def _pointer(typingctx, address):
+    """An integer address as a ``void*``, for :func:`numba.carray`."""
+    if not isinstance(address, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], cgutils.voidptr_t)
+
+    return types.voidptr(address), codegen
+
+
+def _chunks(sizes, chunk):
+    """(tensor index, first element, end element) of every chunk, in order."""
+    counts = (sizes + chunk - 1) // chunk
+    total = 0
+    for i in range(sizes.shape[0]):
+        total += counts[i]
+    table = np.empty((total, 3), np.int64)
+    c = 0
+    for i in range(sizes.shape[0]):
+        for k in range(counts[i]):
+            table[c, 0] = i
+            table[c, 1] = k * chunk
+            table[c, 2] = min((k + 1) * chunk, sizes[i])
+            c += 1
+    return table
+
+
+@njit(cache=True, error_model="numpy")
+def _run_chunk(
+    tensor, start, stop, itemsize, bases, spans, offsets, ndims, shapes, strides,
+    beta1, one_minus_beta1, beta2, one_minus_beta2, lr, eps, weight_decay,
+    decay_factor, momentum_weight, grad_weight, momentum_step, grad_step,
+    bias_correction2, maximize, split_update,
+):
+    """Update elements [start, stop) (in C order) of tensor ``tensor`` in place."""
+    dtype = np.dtype(type(beta1))  # the coefficients are in the arrays' dtype
+    if ndims[tensor] == 0:
+        # All four arrays dense with equal strides: a unit-stride loop over
+        # views that begin at the chunk (an index from 0 lets LLVM vectorise).
+        n = stop - start
+        skip = start * itemsize
+        theta = carray(_pointer(bases[tensor, 0] + skip), n, dtype)
+        grad = carray(_pointer(bases[tensor, 1] + skip), n, dtype)
+        m = carray(_pointer(bases[tensor, 2] + skip), n, dtype)
+        v = carray(_pointer(bases[tensor, 3] + skip), n, dtype)
+        for j in range(n):
+            theta[j], m[j], v[j] = _element(
+                theta[j], grad[j], m[j], v[j],
+                beta1, one_minus_beta1, beta2, one_minus_beta2, lr, eps, weight_decay,
+                decay_factor, momentum_weight, grad_weight, momentum_step, grad_step,
+                bias_correction2, maximize, split_update,
+            )
+        return
+    theta = carray(_pointer(bases[tensor, 0]), spans[tensor, 0], dtype)
+    grad = carray(_pointer(bases[tensor, 1]), spans[tensor, 1], dtype)
+    m = carray(_pointer(bases[tensor, 2]), spans[tensor, 2], dtype)
+    v = carray(_pointer(bases[tensor, 3]), spans[tensor, 3], dtype)
+    nd = ndims[tensor]
+    # Strided: walk runs along the last axis, finding where each run starts by
+    # unravelling its C-order index over the shape.  Offsets and strides are
+    # in elements, from the lowest address each array touches.
+    last = shapes[tensor, nd - 1]
+    s0 = strides[tensor, 0, nd - 1]
+    s1 = strides[tensor, 1, nd - 1]
+    s2 = strides[tensor, 2, nd - 1]
+    s3 = strides[tensor, 3, nd - 1]
+    k = start
+    while k < stop:
+        o0 = offsets[tensor, 0]
+        o1 = offsets[tensor, 1]
+        o2 = offsets[tensor, 2]
+        o3 = offsets[tensor, 3]
+        rest = k
+        for d in range(nd - 1, -1, -1):
+            i = rest % shapes[tensor, d]
+            rest //= shapes[tensor, d]
+            o0 += i * strides[tensor, 0, d]
+            o1 += i * strides[tensor, 1, d]
+            o2 += i * strides[tensor, 2, d]
+            o3 += i * strides[tensor, 3, d]
+        run = min(last - k % last, stop - k)
+        for r in range(run):
+            a0 = o0 + r * s0
+            a2 = o2 + r * s2
+            a3 = o3 + r * s3
+            theta[a0], m[a2], v[a3] = _element(
+                theta[a0], grad[o1 + r * s1], m[a2], v[a3],
+                beta1, one_minus_beta1, beta2, one_minus_beta2, lr, eps, weight_decay,
+                decay_factor, momentum_weight, grad_weight, momentum_step, grad_step,
+                bias_correction2, maximize, split_update,
+            )
+        k += run
+
+
+@njit(cache=True)
+def _chunks(sizes, chunk):
+    """(tensor, first element, end element) of every chunk, tensor by tensor."""
+    total = 0
+    for i in range(sizes.shape[0]):
+        total += (sizes[i] + chunk - 1) // chunk
+    table = np.empty((total, 3), np.int64)
+    c = 0
+    for i in range(sizes.shape[0]):
+        for start in range(0, sizes[i], chunk):
+            table[c, 0] = i
+            table[c, 1] = start
+            table[c, 2] = min(start + chunk, sizes[i])
+            c += 1
+    return table
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _update_parallel(
+    sizes, itemsize, bases, spans, offsets, ndims, shapes, strides,
+    beta1, one_minus_beta1, beta2, one_minus_beta2, lr, eps, weight_decay,
+    decay_factor, momentum_weight, grad_weight, momentum_step, grad_step,
+    bias_correction2, maximize, split_update,
+):
+    """Every tensor of the table, its chunks spread over the cores."""
+    chunks = _chunks(sizes, CHUNK)
+    for c in prange(chunks.shape[0]):
+        _run_chunk(
+            chunks[c, 0], chunks[c, 1], chunks[c, 2], itemsize,
+            bases, spans, offsets, ndims, shapes, strides,
+            beta1, one_minus_beta1, beta2, one_minus_beta2, lr, eps, weight_decay,
+            decay_factor, momentum_weight, grad_weight, momentum_step, grad_step,
+            bias_correction2, maximize, split_update,
+        )
+
+
+@njit(cache=True, error_model="numpy")
+def _update_serial(
+    sizes, itemsize, bases, spans, offsets, ndims, shapes, strides,
+    beta1, one_minus_beta1, beta2, one_minus_beta2, lr, eps, weight_decay,
+    decay_factor, momentum_weight, grad_weight, momentum_step, grad_step,
+    bias_correction2, maximize, split_update,
+):
+    """Every tensor of the table on this thread (small steps, where starting
+    threads would cost more than the work)."""
+    for i in range(sizes.shape[0]):
+        _run_chunk(
+            i, 0, sizes[i], itemsize, bases, spans, offsets, ndims, shapes, strides,
+            beta1, one_minus_beta1, beta2, one_minus_beta2, lr, eps, weight_decay,
+            decay_factor, momentum_weight, grad_weight, momentum_step, grad_step,
+            bias_correction2, maximize, split_update,
+        )
+
+
+# -- describing the arrays ------------------------------------------------------------------
+
+
+class _Layout:
+    """Where one array's elements lie, in elements from the lowest address the
+    array touches (``base``): how far it spans, where element [0, …, 0] is,
+    and the strides.  ``dense`` arrays fill their span with no gaps."""
+
+    __slots__ = ("base", "span", "offset", "shape", "byte_strides", "strides", "dense", "compilable")
+
+    def __init__(self, array: np.ndarray):
+        itemsize = array.itemsize
+        data = array.__array_interface__["data"][0]
+        low = high = data
+        for n, s in zip(array.shape, array.strides):
+            if s < 0:
+                low += s * (n - 1)
+            else:
+                high += s * (n - 1)
+        self.base = low
+        self.span = (high - low) // itemsize + 1
+        self.offset = (data - low) // itemsize
+        self.shape = array.shape
+        self.byte_strides = array.strides
+        self.strides = tuple(s // itemsize for s in array.strides)
+        self.dense = self.span == array.size
+        # Compiled code addresses whole, aligned, native-order elements only.
+        self.compilable = bool(
+            array.dtype.isnative
+            and array.flags.aligned
+            and low % itemsize == 0
+            and all(s % itemsize == 0 for s in array.strides)
+        )
+
+
+#: id(array) → (weak reference, layout).  An array's address cannot change
+#: while it lives with the same shape and strides, and reading it costs about
+#: 2 µs, so a step over many small parameters works it out once per array.
+_layouts: dict[int, tuple] = {}
+
+
+def _layout(array: np.ndarray) -> _Layout:
+    key = id(array)
+    entry = _layouts.get(key)
+    if entry is not None and entry[0]() is array:
+        layout = entry[1]
+        if layout.shape == array.shape and layout.byte_strides == array.strides:
+            return layout
+    layout = _Layout(array)
+    try:
+        ref = weakref.ref(array, lambda _, key=key: _layouts.pop(key, None))
+    except TypeError:  # a subclass without weak references: not remembered
+        return layout
+    _layouts[key] = (ref, layout)
+    return layout
+
+
+def _strided_shape(layouts) -> tuple[list[int], list[list[int]]]:
+    """The shape and per-array strides of a strided tensor with size-1 axes
+    dropped and axes merged wherever all four arrays allow it, so that runs
+    along the last axis are as long as possible."""
+    shape: list[int] = []
+    strides: list[list[int]] = [[], [], [], []]
+    for d, n in enumerate(layouts[0].shape):
+        if n == 1:
+            continue
+        if shape and all(
+            s[-1] == lay.strides[d] * n for s, lay in zip(strides, layouts)
+        ):
+            shape[-1] *= n
+            for s, lay in zip(strides, layouts):
+                s[-1] = lay.strides[d]
+            continue
+        shape.append(n)
+        for s, lay in zip(strides, layouts):
+            s.append(lay.strides[d])
+    return shape, strides
+
+
+def _run(arrays: list[tuple[_Layout, _Layout, _Layout, _Layout]], sizes: list[int], itemsize: int, coef: Coefficients) -> None:
+    """One compiled call over every tensor in ``arrays`` (same dtype and coefficients)."""
+    count = len(arrays)
+    bases = np.empty((count, 4), np.int64)
+    spans = np.empty((count, 4), np.int64)
+    offsets = np.empty((count, 4), np.int64)
+    ndims = np.zeros(count, np.int64)
+    strided = {}
+    for i, layouts in enumerate(arrays):
+        bases[i] = [lay.base for lay in layouts]
+        spans[i] = [lay.span for lay in layouts]
+        offsets[i] = [lay.offset for lay in layouts]
+        first = layouts[0]
+        if not (first.dense and all(lay.dense and lay.strides == first.strides for lay in layouts[1:])):
+            strided[i] = _strided_shape(layouts)
+    depth = max([len(shape) for shape, _ in strided.values()], default=1)
+    shapes = np.ones((count, depth), np.int64)
+    strides = np.zeros((count, 4, depth), np.int64)
+    for i, (shape, per_array) in strided.items():
+        ndims[i] = len(shape)
+        shapes[i, : len(shape)] = shape
+        strides[i, :, : len(shape)] = per_array
+    sizes_array = np.array(sizes, np.int64)
+    kernel = _update_parallel if sum(sizes) >= PARALLEL_THRESHOLD else _update_serial
+    kernel(sizes_array, np.int64(itemsize), bases, spans, offsets, ndims, shapes, strides, *coef)
+
+
+def update(
+    params: Sequence[np.ndarray],
+    grads: Sequence[np.ndarray],
+    exp_avgs: Sequence[np.ndarray],
+    exp_avg_sqs: Sequence[np.ndarray],
+    coefficients: Sequence[Coefficients],
+) -> None:
+    """Update each real-valued (θ, m, v) in place with its own coefficients:
+    one compiled call per (dtype, coefficients) set."""
+    groups: dict[tuple, tuple[list, list]] = {}
+    by_numpy = []
+    for quad in zip(params, grads, exp_avgs, exp_avg_sqs, coefficients):
+        param, coef = quad[0], quad[4]
+        if param.size == 0:
+            continue
+        layouts = tuple(_layout(a) for a in quad[:4])
+        if not all(lay.compilable for lay in layouts):
+            by_numpy.append(quad)
+            continue
+        arrays, sizes = groups.setdefault((param.dtype, coef), ([], []))
+        arrays.append(layouts)
+        sizes.append(param.size)
+    for (dtype, coef), (arrays, sizes) in groups.items():
+        _run(arrays, sizes, dtype.itemsize, coef)
+    if by_numpy:
+        backend_numpy.update(*zip(*by_numpy))
+
+
+def is_array(x) -> bool:
+    """Arrays this backend reads and updates: NumPy arrays."""
+    return isinstance(x, np.ndarray)
+
+
+def zeros_like(x: np.ndarray) -> np.ndarray:
+    """A fresh zero state array for parameter ``x``."""
+    return np.zeros_like(x)
