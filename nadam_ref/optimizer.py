@@ -32,7 +32,9 @@ class Parameter:
     def __init__(self, data, grad=None):
         if isinstance(data, Parameter):
             raise TypeError("data is already a Parameter")
-        if not hasattr(data, "__cuda_array_interface__"):
+        # Device arrays stay where they are: anything with __cuda_array_interface__, and
+        # Numba's device arrays (whose simulator stand-ins lack the interface).
+        if not (hasattr(data, "__cuda_array_interface__") or getattr(data, "__cuda_ndarray__", False)):
             data = np.asarray(data)
             if data.dtype.kind not in "fc":
                 raise TypeError(
@@ -152,10 +154,18 @@ class NAdam:
             if id(p.data) in own:
                 raise ValueError("a parameter group holds the same parameter twice")
             own.add(id(p.data))
-            functional.check_array(functional.get_backend(self.backend), p.data, repr(p))
+        backend = functional.get_backend(self.backend)
+        # A backend may keep parameters elsewhere (CUDA: NumPy arrays move to the device);
+        # the Parameters take the new arrays only once the whole group has been checked.
+        take = getattr(backend, "take_params", None)
+        datas = take([p.data for p in params]) if take is not None else [p.data for p in params]
+        for p, data in zip(params, datas):
+            functional.check_array(backend, data, repr(p))
         group = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
         group["betas"] = tuple(group["betas"]) if isinstance(group["betas"], (list, tuple)) else group["betas"]
         self._check_group(group, len(self.param_groups))
+        for p, data in zip(params, datas):
+            p.data = data
         group["params"] = params
         self.param_groups.append(group)
 
