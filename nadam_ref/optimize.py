@@ -501,9 +501,11 @@ class _Device:
         self.host = backend.is_array(np.zeros(1))
 
     def grad(self, g: np.ndarray, like):
-        if self.host or self.backend.is_array(g):
+        if self.host:
             return g
-        return self.backend.from_host(g, like)
+        # a backend may take host gradients itself (CUDA copies them in its launch)
+        takes = getattr(self.backend, "is_grad_array", self.backend.is_array)
+        return g if takes(g) else self.backend.from_host(g, like)
 
     def read(self, param: Parameter) -> np.ndarray:
         if self.host:
@@ -519,6 +521,8 @@ class _Device:
         clipped = np.clip(x, box[0], box[1])
         if self.host:
             param.data[...] = clipped
+        elif hasattr(param.data, "copy_to_device"):  # a Numba device array, written in place
+            param.data.copy_to_device(clipped)
         else:
             param.data = self.backend.from_host(clipped, param.data)
         return True
