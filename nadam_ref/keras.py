@@ -392,6 +392,14 @@ class Nadam:
                 names=[_describe(variables[i]) for i in idx],
                 **self._schedule_options(dtype, cache_dtype),
             )
+            if self._schedule == "keras3":
+                # Keras 3's torch backend passes 1 − β as a Python (double) number to
+                # torch._foreach_add_, which rounds it to the variable's dtype once;
+                # optimizer_v2 subtracts in the variable's dtype, as the core does.
+                a = dtype.type
+                one_minus = dict(one_minus_beta1=a(1.0 - self._hyper["beta_1"]),
+                                 one_minus_beta2=a(1.0 - self._hyper["beta_2"]))
+                plan.coefficients = [c._replace(**one_minus) for c in plan.coefficients]
             plans.append(plan)
             # The shared cache takes the ∏ computed in its own dtype (legacy) or,
             # with Keras 3, the one computed with the first variable's dtype.
