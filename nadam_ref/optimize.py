@@ -209,7 +209,7 @@ def minimize(
     def result(x, f, g, status, message):
         display.close()
         res = OptimizeResult(
-            x=x, fun=f, jac=g, nit=nit, nfev=objective.nfev, njev=objective.njev,
+            x=np.array(x), fun=f, jac=g, nit=nit, nfev=objective.nfev, njev=objective.njev,
             status=status, success=status == SUCCESS, message=message,
         )
         if allvecs is not None:
@@ -219,59 +219,63 @@ def minimize(
         return res
 
     nit = 0
-    f, g = objective(x)
-    if not math.isfinite(f):
-        return result(x, f, g, NONFINITE, f"The objective is {f} at x0; no step was taken.")
-    if not np.all(np.isfinite(g)):
-        return result(x, f, g, NONFINITE, "The gradient is not finite at x0; no step was taken.")
-    gnorm = _norm(_projected(x, g, box), norm)
-    display.start(f, gnorm)
-    if gnorm <= gtol:
-        return result(x, f, g, SUCCESS, _converged("the gradient norm", gnorm, "gtol", gtol))
-
-    while True:
-        if nit >= maxiter:
-            return result(x, f, g, MAXITER, "Maximum number of iterations has been exceeded.")
-        x_previous, f_previous = x.copy(), f
-        param.grad = device.grad(g, param.data)
-        optimizer.step()
-        nit += 1
-        x = device.read(param)
-        if box is not None and device.project(param, x, box):
-            x = device.read(param)
-        if not np.all(np.isfinite(x)):
-            return result(
-                x_previous, f_previous, g, NONFINITE,
-                f"The iterate became non-finite at iteration {nit}; x is that of iteration {nit - 1}.",
-            )
-        f_new, g_new = objective(x)
-        if not math.isfinite(f_new):
-            return result(
-                x_previous, f_previous, g, NONFINITE,
-                f"The objective became {f_new} at iteration {nit}; "
-                f"x is that of iteration {nit - 1}, the last with a finite objective.",
-            )
-        f, g = f_new, g_new
-        if allvecs is not None:
-            allvecs.append(x.copy())
+    try:
+        f, g = objective(x)
+        if not math.isfinite(f):
+            return result(x, f, g, NONFINITE, f"The objective is {f} at x0; no step was taken.")
         if not np.all(np.isfinite(g)):
-            return result(x, f, g, NONFINITE, f"The gradient became non-finite at iteration {nit}.")
+            return result(x, f, g, NONFINITE, "The gradient is not finite at x0; no step was taken.")
         gnorm = _norm(_projected(x, g, box), norm)
-        display.update(nit, f, gnorm)
-        try:
-            call_back(x, f, g, nit)
-        except StopIteration:
-            return result(x, f, g, CALLBACK_STOP, "`callback` raised `StopIteration`.")
+        display.start(f, gnorm)
         if gnorm <= gtol:
             return result(x, f, g, SUCCESS, _converged("the gradient norm", gnorm, "gtol", gtol))
-        if ftol > 0:
-            change = abs(f - f_previous)
-            if change <= ftol * max(abs(f), abs(f_previous), 1.0):
-                return result(x, f, g, SUCCESS, _converged("the relative change of f", change, "ftol", ftol))
-        if xtol > 0:
-            change = float(np.max(np.abs(x - x_previous)))
-            if change <= xtol:
-                return result(x, f, g, SUCCESS, _converged("the largest change of x", change, "xtol", xtol))
+
+        while True:
+            if nit >= maxiter:
+                return result(x, f, g, MAXITER, "Maximum number of iterations has been exceeded.")
+            x_previous, f_previous = x.copy(), f
+            param.grad = device.grad(g, param.data)
+            optimizer.step()
+            nit += 1
+            x = device.read(param)
+            if box is not None and device.project(param, x, box):
+                x = device.read(param)
+            if not np.all(np.isfinite(x)):
+                return result(
+                    x_previous, f_previous, g, NONFINITE,
+                    f"The iterate became non-finite at iteration {nit}; x is that of iteration {nit - 1}.",
+                )
+            f_new, g_new = objective(x)
+            if not math.isfinite(f_new):
+                return result(
+                    x_previous, f_previous, g, NONFINITE,
+                    f"The objective became {f_new} at iteration {nit}; "
+                    f"x is that of iteration {nit - 1}, the last with a finite objective.",
+                )
+            f, g = f_new, g_new
+            if allvecs is not None:
+                allvecs.append(x.copy())
+            if not np.all(np.isfinite(g)):
+                return result(x, f, g, NONFINITE, f"The gradient became non-finite at iteration {nit}.")
+            gnorm = _norm(_projected(x, g, box), norm)
+            display.update(nit, f, gnorm)
+            try:
+                call_back(x, f, g, nit)
+            except StopIteration:
+                return result(x, f, g, CALLBACK_STOP, "`callback` raised `StopIteration`.")
+            if gnorm <= gtol:
+                return result(x, f, g, SUCCESS, _converged("the gradient norm", gnorm, "gtol", gtol))
+            if ftol > 0:
+                change = abs(f - f_previous)
+                if change <= ftol * max(abs(f), abs(f_previous), 1.0):
+                    return result(x, f, g, SUCCESS, _converged("the relative change of f", change, "ftol", ftol))
+            if xtol > 0:
+                change = float(np.max(np.abs(x - x_previous)))
+                if change <= xtol:
+                    return result(x, f, g, SUCCESS, _converged("the largest change of x", change, "xtol", xtol))
+    except BaseException:  # an error in fun, jac or callback, or Ctrl-C: leave no bar behind
+        display.close()
+        raise
 
 
 def _option_names() -> set[str]:

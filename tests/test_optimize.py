@@ -116,14 +116,19 @@ def hand_trajectory(der, x0, steps, bounds=None, **options):
 # Each problem with each jac form through each call form, except: jac="2-point" through
 # SciPy, which SciPy turns into None (the "None" case; test_jac_string_through_scipy...);
 # and the 10-D Rosenbrock function, whose finite differences cost 11 or 21 evaluations a
-# step, gets its finite-difference forms once each ("None" through SciPy, the strings directly).
+# step, gets two finite-difference runs: SciPy's default (None, which is 2-point) through
+# SciPy, and "3-point" directly.
 CASES = [
     (problem, form, through_scipy)
     for problem in PROBLEMS
     for form in JAC_FORMS
     for through_scipy in (False, True)
     if not (form == "2-point" and through_scipy)
-    and (problem != "rosen-10d" or form in ("callable", "True") or (form == "None") == through_scipy)
+    and (
+        problem != "rosen-10d"
+        or form in ("callable", "True")
+        or (form, through_scipy) in (("None", True), ("3-point", False))
+    )
 ]
 
 
@@ -624,7 +629,19 @@ def test_progress_bar_is_drawn_in_place_and_cleared(capsys):
     assert out.endswith("\r") and out.rstrip("\r ").endswith("left")  # the last bar is blanked out
 
 
-def test_bar_shows_only_in_terminals_and_notebooks(monkeypatch):
+def test_bar_is_cleared_when_fun_raises(capsys):
+    def fun(x):
+        if x[0] > 1.3:
+            raise RuntimeError("model diverged")
+        return beale(x)
+
+    with pytest.raises(RuntimeError, match="model diverged"):
+        minimize(fun, [1.0, 1.0], jac=beale_der, lr=0.1, maxiter=50, gtol=0, progress=True)
+    out = capsys.readouterr().out
+    assert "|" in out and out.endswith("\r") and out.rstrip("\r ").endswith("left")
+
+
+def test_bar_shows_only_in_terminals_and_notebooks():
     class Terminal(io.StringIO):
         def isatty(self):
             return True
