@@ -190,7 +190,7 @@ def minimize(
     if progress not in (None, True, False):
         raise ValueError(f"progress must be None, True or False, got {progress!r}")
     box = _box(bounds, x.size, x.dtype)
-    objective = _Objective(fun, jac, args, finite_diff_method, finite_diff_rel_step, box)
+    objective = _Objective(fun, jac, args, finite_diff_method, _rel_step(finite_diff_rel_step, x.size), box)
     call_back = _callback(callback)
 
     if box is not None:
@@ -325,6 +325,22 @@ def _tolerance(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value >= 0:
         raise ValueError(f"{name} must be a real number ≥ 0, got {value!r}")
     return float(value)
+
+
+def _rel_step(value, n: int):
+    """finite_diff_rel_step: None, or positive finite numbers (one, or one per element)."""
+    if value is None:
+        return None
+    try:
+        step = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        step = np.asarray(np.nan)
+    if step.shape not in ((), (n,)) or not np.all(np.isfinite(step) & (step > 0)):
+        raise ValueError(
+            f"finite_diff_rel_step must be None or positive finite numbers (one, or one per element of x0), "
+            f"got {value!r}"
+        )
+    return step
 
 
 def _display_every(disp, maxiter: int) -> int:

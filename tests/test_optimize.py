@@ -168,6 +168,14 @@ def test_finite_difference_forms_agree_with_their_definitions():
         np.testing.assert_allclose(res.jac, rosen_der(x0), rtol=1e-6 if method == "2-point" else 1e-9)
 
 
+def test_finite_diff_rel_step_sets_the_step():
+    x0 = np.array([-1.2, 1.0])
+    res = minimize(rosen, x0, jac="2-point", finite_diff_rel_step=1e-3, maxiter=0, gtol=0)
+    h = 1e-3 * x0  # a given relative step is not widened to max(1, |x|)
+    expected = [(rosen(x0 + np.eye(2)[i] * h[i]) - rosen(x0)) / ((x0[i] + h[i]) - x0[i]) for i in range(2)]
+    np.testing.assert_array_equal(res.jac, expected)
+
+
 def test_jac_string_through_scipy_becomes_two_point():
     """scipy.optimize.minimize hands a custom method jac=None for '3-point'; the
     documented way through is options={'finite_diff_method': '3-point'}."""
@@ -561,6 +569,9 @@ def test_size_one_array_objective_is_accepted_as_scipy_does():
     (dict(progress="yes"), ValueError, "progress must be"),
     (dict(backend="fortran"), ValueError, "unknown backend 'fortran'"),
     (dict(finite_diff_method="5-point"), ValueError, "finite_diff_method must be one of"),
+    (dict(jac=None, finite_diff_rel_step=-1e-6), ValueError, "finite_diff_rel_step must be"),
+    (dict(jac=None, finite_diff_rel_step=[1e-6] * 3), ValueError, "finite_diff_rel_step must be"),
+    (dict(jac="2-point", finite_diff_method="3-point"), ValueError, "disagree"),
     (dict(lrr=0.1), TypeError, r"unknown options \['lrr'\]"),
     (dict(hess=lambda x: np.eye(2)), ValueError, "uses no Hessian"),
     (dict(hessp=lambda x, p: p), ValueError, "uses no Hessian"),
@@ -576,7 +587,7 @@ def test_size_one_array_objective_is_accepted_as_scipy_does():
 def test_bad_options_fail_before_fun_is_called(options, error, match):
     fun = Counted(rosen)
     with pytest.raises(error, match=match):
-        minimize(fun, [0.5, 0.5], jac=rosen_der, **options)
+        minimize(fun, [0.5, 0.5], **{"jac": rosen_der, **options})
     assert fun.calls == 0
 
 
