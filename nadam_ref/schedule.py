@@ -31,6 +31,22 @@ from numpy.typing import DTypeLike
 MOMENTUM_BASE = 0.96
 
 
+def scalar_type(dtype):
+    """The function that converts a number to ``dtype``: the NumPy scalar type
+    of a dtype, or ``dtype`` itself when it is some other callable (a number
+    type such as an mpmath context's ``mpf``, or a rounding function), which
+    is how :mod:`nadam_ref.golden.oracle` runs these same formulas exactly."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        if callable(dtype):
+            return dtype
+        raise
+    if dt.kind == "O" and callable(dtype) and dtype is not object:
+        return dtype
+    return dt.type
+
+
 def momentum_coefficient(
     t, beta1, momentum_decay, *, base=MOMENTUM_BASE, dtype: DTypeLike = np.float64
 ):
@@ -38,7 +54,7 @@ def momentum_coefficient(
 
     With ψ = 0 every μ_t is β1/2; as t·ψ grows μ_t rises towards β1.
     """
-    f = np.dtype(dtype).type
+    f = scalar_type(dtype)
     return f(beta1) * (f(1) - f(0.5) * f(base) ** (f(t) * f(momentum_decay)))
 
 
@@ -73,14 +89,16 @@ def advance(
     (``state_dtype=float32, compute_dtype=float64``); both Keras generations
     compute in the variable's dtype; the reference uses float64 throughout.
     """
-    f = np.dtype(compute_dtype).type
-    s = np.dtype(state_dtype).type
-    step = s(step) + s(1)
+    f = scalar_type(compute_dtype)
+    s = scalar_type(state_dtype)
+    # s(...) around each result: a no-op for NumPy scalars, a rounding for the
+    # exact oracle's numbers, whose products are otherwise exact.
+    step = s(s(step) + s(1))
     t = f(step)
     mu = momentum_coefficient(t, beta1, momentum_decay, base=base, dtype=f)
     mu_next = momentum_coefficient(t + f(1), beta1, momentum_decay, base=base, dtype=f)
     # Rounded to the state dtype *before* it is used, as torch's float32 tensor is.
-    mu_product = s(mu_product) * s(mu)
+    mu_product = s(s(mu_product) * s(mu))
     mu_product_next = f(mu_product) * mu_next
     bias_correction2 = f(1) - f(beta2) ** t
     return StepScalars(step, mu, mu_next, mu_product, mu_product_next, bias_correction2)
@@ -129,8 +147,8 @@ def coefficients(
     :func:`nadam_ref.element.nadam_element`): in two parts as torch does, or
     at once as both Keras generations do.
     """
-    f = np.dtype(compute_dtype).type
-    a = np.dtype(dtype).type
+    f = scalar_type(compute_dtype)
+    a = scalar_type(dtype)
     one = f(1)
     lr, beta1, beta2, lam = f(lr), f(beta1), f(beta2), f(weight_decay)
     mu, mu_next = f(scalars.mu), f(scalars.mu_next)

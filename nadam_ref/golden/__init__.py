@@ -1,0 +1,19 @@
+"""Golden vectors for NAdam: an exact oracle, a portable file format, a
+shipped suite, and a verifier that says where an implementation goes wrong.
+
+* :func:`load` / :func:`save`: read and write a golden case (JSON or ``.npz``);
+* :func:`verify`: check another implementation's output against a case;
+* :func:`make_case`: generate a case with the exact oracle;
+* :func:`suite_path` / :func:`suite_cases`: the suite shipped in the package.
+
+The command line is ``nadam-ref golden list|generate|verify``.
+"""
+
+from .format import Case, GoldenFormatError, load, loads, save
+from .generate import make_case
+from .profiles import PROFILES, get_profile
+from .suite import suite_cases, suite_path
+from .verifier import Report, verify
+
+__all__ = ["Case", "GoldenFormatError", "load", "loads", "save", "make_case", "verify", "Report",
+           "PROFILES", "get_profile", "suite_path", "suite_cases"]

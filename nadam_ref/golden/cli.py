@@ -1,0 +1,142 @@
+"""``nadam-ref golden list|generate|verify``: the golden vectors from the shell.
+
+    nadam-ref golden list
+    nadam-ref golden generate --suite [--out DIR] [--only NAME ...]
+    nadam-ref golden generate --profile torch --dtype float32 --steps 50 --shape 3,4 --seed 0 --out case.json
+    nadam-ref golden verify CASE ACTUAL
+
+CASE is a golden file or the name of a suite case; ACTUAL is another
+implementation's output: a golden-format file, or θ per step as ``.npy``
+([steps, *shape], one parameter), ``.npz`` (one such array per parameter, in
+order) or ``.csv`` (one row per step).  verify exits 0 when the output meets
+the case's tolerances, 1 when it does not, 2 when a file cannot be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .format import GoldenFormatError
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    text = text.strip()
+    if text in ("", "()", "scalar"):
+        return ()
+    try:
+        shape = tuple(int(x) for x in text.strip("()[]").split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a shape is integers separated by commas (e.g. 3,4), got {text!r}") from None
+    if any(n < 0 for n in shape):
+        raise argparse.ArgumentTypeError(f"a shape cannot have negative sizes: {text!r}")
+    return shape
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nadam-ref golden", description="Golden test vectors for NAdam.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the suite's cases")
+
+    g = sub.add_parser("generate", help="generate one case, or the whole suite (--suite)")
+    g.add_argument("--suite", action="store_true", help="regenerate the suite shipped in the package")
+    g.add_argument("--only", nargs="+", metavar="NAME", help="with --suite: only these cases")
+    g.add_argument("--out", help="output file (.json or .npz) for one case; directory for --suite "
+                                 "(default: the package's suite directory)")
+    g.add_argument("--name", default=None, help="the case's name (default: from the options)")
+    g.add_argument("--profile", default="torch", help="torch, tf-keras-legacy, keras3 or optax (default torch)")
+    g.add_argument("--dtype", default="float32", help="float32, float64, complex64 or complex128")
+    g.add_argument("--steps", type=int, default=10)
+    g.add_argument("--shape", type=_shape, action="append", help="a parameter's shape, e.g. 3,4; repeat for several")
+    g.add_argument("--seed", type=int, default=0)
+    for name in ("lr", "beta1", "beta2", "eps", "momentum-decay", "weight-decay"):
+        g.add_argument(f"--{name}", type=float, default=None, help="(default: the profile's)")
+    g.add_argument("--decoupled", action="store_true", help="decoupled weight decay")
+    g.add_argument("--maximize", action="store_true")
+    g.add_argument("--scalar-state", choices=("float32", "float64"), help="torch: dtype of the stored step and ∏μ")
+    g.add_argument("--grad-kind", default="normal", choices=("normal", "zeros", "constant", "choice"))
+    g.add_argument("--grad-scale", type=float, default=1.0)
+    g.add_argument("--closed-loop", action="store_true", help="gradient = θ (f = ½‖θ‖²) instead of stored gradients")
+
+    v = sub.add_parser("verify", help="check an implementation's output against a case")
+    v.add_argument("case", help="a golden file, or the name of a suite case")
+    v.add_argument("actual", help="the output: golden-format file, or θ per step as .npy/.npz/.csv")
+    v.add_argument("--no-diagnosis", action="store_true", help="skip the diagnosis of a failure")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return {"list": _list, "generate": _generate, "verify": _verify}[args.command](args)
+    except GoldenFormatError as e:
+        print(f"nadam-ref golden: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as e:
+        print(f"nadam-ref golden: {e}", file=sys.stderr)
+        return 2
+
+
+def _list(args) -> int:
+    from .suite import SUITE, case_file, suite_path
+
+    print(f"{'case':<30} {'profile':<16} {'dtype':<10} {'shapes':<18} {'steps':>6}  file")
+    for name, (ext, o) in SUITE.items():
+        shapes = ";".join(",".join(map(str, s)) or "()" for s in o.get("shapes", [(3,)]))
+        print(f"{name:<30} {o.get('profile', 'torch'):<16} {o.get('dtype', 'float32'):<10} {shapes:<18} "
+              f"{o.get('steps', 10):>6}  {case_file(name)}")
+    print(f"\n{len(SUITE)} cases in {suite_path()}")
+    return 0
+
+
+def _generate(args) -> int:
+    from .suite import write_suite
+
+    if args.suite:
+        out = Path(args.out) if args.out else None
+        if out is None:
+            from .suite import suite_path
+            out = suite_path()
+        write_suite(out, args.only, progress=lambda p: print(f"wrote {p}"))
+        return 0
+    if args.only:
+        raise ValueError("--only goes with --suite")
+    if not args.out:
+        raise ValueError("generate needs --out FILE (.json or .npz), or --suite")
+    from .format import save
+    from .generate import make_case
+
+    hp = {k: getattr(args, k) for k in ("lr", "beta1", "beta2", "eps", "momentum_decay", "weight_decay")
+          if getattr(args, k) is not None}
+    if args.decoupled:
+        hp["decoupled_weight_decay"] = True
+    if args.maximize:
+        hp["maximize"] = True
+    shapes = args.shape or [(3,)]
+    name = args.name or f"{args.profile}-{args.dtype}-seed{args.seed}"
+    argv_out = sys.argv[1:] if sys.argv and sys.argv[0].endswith("nadam-ref") else []
+    case = make_case(
+        name, profile=args.profile, dtype=args.dtype, shapes=shapes, steps=args.steps, seed=args.seed,
+        hyperparameters=hp, profile_options={"scalar_state": args.scalar_state} if args.scalar_state else None,
+        grad_kind=args.grad_kind, grad_scale=args.grad_scale,
+        loop="closed:sphere" if args.closed_loop else "open",
+        generated_by=" ".join(["nadam-ref", *argv_out]) if argv_out else "",
+    )
+    path = save(case, args.out)
+    print(f"wrote {path}: {case!r}")
+    return 0
+
+
+def _verify(args) -> int:
+    from .format import load
+    from .suite import SUITE, suite_path
+    from .verifier import verify
+
+    case_path = Path(args.case)
+    if not case_path.exists() and args.case in SUITE:
+        case_path = suite_path(args.case)
+    case = load(case_path)
+    report = verify(case, args.actual, diagnose=not args.no_diagnosis)
+    print(report)
+    return 0 if report.passed else 1

@@ -1,0 +1,131 @@
+"""Building one golden case: inputs, the exact oracle's trajectory, tolerances."""
+
+from __future__ import annotations
+
+import math
+import shlex
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import oracle
+from .format import Case
+from .profiles import get_profile
+from .tolerance import DERIVATION, ToleranceBound, finish
+
+#: How gradients are drawn: N(0, 1)·scale, zeros, the constant scale, or
+#: ±scale·2^k (k ∈ {−2, …, 1}; few distinct values, so long runs compress).
+GRADIENT_KINDS = ("normal", "zeros", "constant", "choice")
+
+
+def draw_inputs(rng, dtype, shapes, steps, *, grad_kind="normal", grad_scale=1.0, param_scale=1.0):
+    """θ₀ and the gradient sequence, drawn from ``rng`` and rounded to ``dtype``."""
+    dtype = np.dtype(dtype)
+
+    def normal(shape):
+        x = rng.standard_normal(shape)
+        if dtype.kind == "c":
+            x = x + 1j * rng.standard_normal(shape)
+        return x
+
+    params0 = [(normal(s) * param_scale).astype(dtype) for s in shapes]
+    grads = []
+    for s in shapes:
+        full = (steps,) + tuple(s)
+        if grad_kind == "normal":
+            g = normal(full) * grad_scale
+        elif grad_kind == "zeros":
+            g = np.zeros(full)
+        elif grad_kind == "constant":
+            g = np.full(full, grad_scale)
+        elif grad_kind == "choice":
+            g = rng.choice([-1.0, 1.0], full) * grad_scale * np.exp2(rng.integers(-2, 2, full))
+        else:
+            raise ValueError(f"unknown gradient kind {grad_kind!r}; choose one of {GRADIENT_KINDS}")
+        grads.append(np.asarray(g).astype(dtype))
+    return params0, grads
+
+
+def make_case(
+    name: str,
+    *,
+    profile: str = "torch",
+    dtype="float32",
+    shapes: Sequence[Sequence[int]] = ((3,),),
+    steps: int = 10,
+    seed: int = 0,
+    hyperparameters: dict | None = None,
+    groups: Sequence[dict] | None = None,
+    profile_options: dict | None = None,
+    grad_kind: str = "normal",
+    grad_scale: float = 1.0,
+    param_scale: float = 1.0,
+    loop: str = "open",
+    record_steps: Sequence[int] | None = None,
+    description: str = "",
+    generated_by: str = "",
+    params0=None,
+    grads=None,
+) -> Case:
+    """Generate a case: draw (or take) the inputs, run the exact oracle with
+    the profile's rules, derive the tolerances.
+
+    ``groups``: several parameter groups, each ``{"hyperparameters": {...},
+    "params": [indices]}``; otherwise one group with ``hyperparameters``.
+    ``loop="closed:sphere"`` uses the gradient θ (of ½‖θ‖²) instead of stored gradients.
+    """
+    prof = get_profile(profile)
+    dtype = np.dtype(dtype)
+    if dtype.name not in ("float32", "float64", "complex64", "complex128"):
+        raise ValueError(f"dtype must be float32, float64, complex64 or complex128, got {dtype}")
+    shapes = [tuple(int(n) for n in s) for s in shapes]
+    if not shapes:
+        raise ValueError("a case needs at least one parameter shape")
+    if steps < 1:
+        raise ValueError(f"steps must be ≥ 1, got {steps}")
+    if loop not in ("open", "closed:sphere"):
+        raise ValueError(f"loop must be 'open' or 'closed:sphere', got {loop!r}")
+    if loop != "open" and dtype.kind == "c":
+        raise ValueError("the closed loop is defined for real dtypes only")
+    if groups is None:
+        groups = [{"hyperparameters": dict(hyperparameters or {}), "params": list(range(len(shapes)))}]
+    options = {**prof.options, **(profile_options or {})}
+    full_groups, rules = [], [None] * len(shapes)
+    for g in groups:
+        hp = prof.hyperparameters(g.get("hyperparameters"))
+        full_groups.append({"hyperparameters": hp, "params": list(g["params"])})
+        for i in g["params"]:
+            rules[i] = prof.rules(hp, dtype, options)
+    if any(r is None for r in rules) or sorted(i for g in groups for i in g["params"]) != list(range(len(shapes))):
+        raise ValueError("the groups' params must list every parameter index exactly once")
+    rng = np.random.default_rng(seed)
+    drawn0, drawn_g = draw_inputs(rng, dtype, shapes, steps, grad_kind=grad_kind,
+                                  grad_scale=grad_scale, param_scale=param_scale)
+    params0 = drawn0 if params0 is None else [np.asarray(p, dtype) for p in params0]
+    grads = None if loop != "open" else (drawn_g if grads is None else [np.asarray(g, dtype) for g in grads])
+    record = list(range(1, steps + 1)) if record_steps is None else sorted(set(int(s) for s in record_steps))
+    real_dtypes = [np.zeros(0, dtype).real.dtype] * len(shapes)
+    bound = ToleranceBound(rules, real_dtypes, feedback=1.0 if loop != "open" else 0.0)
+    exact = oracle.exact_run(rules, params0, [None] * len(shapes) if grads is None else grads, record,
+                             observe=bound)
+    tolerance = finish(bound, exact, record, [dtype] * len(shapes))
+    return Case(
+        name=name, profile=profile, dtype=dtype, groups=full_groups, rules=rules, steps=steps,
+        record_steps=record, params0=params0, grads=grads, expected=exact, tolerance=tolerance,
+        description=description, profile_options=options, loop=loop, tolerance_derivation=DERIVATION,
+        generated_by=generated_by, oracle_digits=oracle.DIGITS,
+    )
+
+
+def command_line(**options) -> str:
+    """The ``nadam-ref golden generate`` command that makes a case with these options."""
+    parts = ["nadam-ref", "golden", "generate"]
+    for k, v in options.items():
+        parts += [f"--{k.replace('_', '-')}", str(v)]
+    return shlex.join(parts)
+
+
+def _check_size(shapes, steps):
+    n = steps * sum(math.prod(s) for s in shapes)
+    if n > 5_000_000:
+        raise ValueError(f"{n} element-steps is too many for the exact oracle (about 0.2 ms each)")

@@ -1,0 +1,78 @@
+"""Replaying a golden case in floating point with the core's own functions.
+
+This is the float reference the golden files are checked against, and the
+engine the verifier's diagnosis uses to try other profiles and known
+mistakes: it runs :func:`nadam_ref.schedule.advance`,
+:func:`nadam_ref.schedule.coefficients` and
+:func:`nadam_ref.element.nadam_element` (what :func:`nadam_ref.functional.plan_step`
+and the NumPy backend run, minus the input checks) with a profile's rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from ..element import nadam_element
+from ..functional import as_real
+from ..schedule import advance, coefficients
+
+QUANTITIES = ("param", "exp_avg", "exp_avg_sq", "mu_product")
+
+
+def replay(
+    case,
+    *,
+    rules: list[dict] | None = None,
+    hook: Callable | None = None,
+    element: Callable = nadam_element,
+    step_offset: int = 0,
+    steps: int | None = None,
+) -> dict[str, list[np.ndarray]]:
+    """Run ``case`` in its dtype and return the recorded trajectory, shaped as
+    ``case.expected``.
+
+    ``rules`` overrides the case's per-parameter rules; ``hook(coefficients,
+    scalars, t)`` may return changed coefficients; ``element`` replaces the
+    element update; ``step_offset`` shifts the t the schedule sees; ``steps``
+    stops early (only recorded steps up to it are returned).
+    """
+    rules = case.rules if rules is None else rules
+    last = case.steps if steps is None else min(steps, case.steps)
+    record = [s for s in case.record_steps if s <= last]
+    where = {s: r for r, s in enumerate(record)}
+    out = {q: [] for q in QUANTITIES}
+    for i, p0 in enumerate(case.params0):
+        rule = rules[i]
+        theta = np.array(p0, copy=True)
+        m, v = np.zeros_like(theta), np.zeros_like(theta)
+        rt, rm, rv = as_real(theta), as_real(m), as_real(v)
+        state = np.dtype(rule["scalar_dtype"]).type
+        step, mu_product = state(0), state(1)
+        traj = {q: np.zeros((len(record),) + theta.shape, theta.dtype) for q in QUANTITIES[:3]}
+        traj["mu_product"] = np.zeros(len(record))
+        with np.errstate(all="ignore"):
+            for t in range(1, last + 1):
+                g = theta.copy() if case.grads is None else case.grads[i][t - 1]
+                scalars = advance(
+                    state(step + step_offset), mu_product, rule["beta1"], rule["beta2"], rule["momentum_decay"],
+                    compute_dtype=rule["compute_dtype"], state_dtype=rule["scalar_dtype"], base=rule["momentum_base"],
+                )
+                coef = coefficients(
+                    scalars, lr=rule["lr"], beta1=rule["beta1"], beta2=rule["beta2"], eps=rule["eps"],
+                    weight_decay=rule["weight_decay"], decoupled_weight_decay=rule["decoupled_weight_decay"],
+                    maximize=rule["maximize"], split_update=rule["split_update"],
+                    compute_dtype=rule["compute_dtype"], dtype=rt.dtype,
+                )
+                if hook is not None:
+                    coef = hook(coef, scalars, t)
+                rt[...], rm[...], rv[...] = element(rt, as_real(np.asarray(g)), rm, rv, *coef)
+                step, mu_product = state(scalars.step - step_offset), scalars.mu_product
+                if t in where:
+                    r = where[t]
+                    traj["param"][r], traj["exp_avg"][r], traj["exp_avg_sq"][r] = theta, m, v
+                    traj["mu_product"][r] = mu_product
+        for q in QUANTITIES:
+            out[q].append(traj[q])
+    return out

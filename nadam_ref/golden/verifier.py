@@ -1,0 +1,322 @@
+"""The verifier: does another implementation's output meet a golden case?
+
+:func:`verify` compares each recorded step's θ (and m, v, ∏μ where the
+output has them) with the correctly rounded exact values, element by element,
+against the case's tolerances.  It reports the first step and element that
+leave tolerance, the error in ulps, which quantity left first (within a step
+in the order they are computed: m, v, θ), and, on failure, a diagnosis: the
+other profile or known mistake (:mod:`nadam_ref.golden.diagnosis`) whose
+replay comes closest to the output.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import diagnosis as _diagnosis
+from .format import Case, GoldenFormatError, loads
+from .reference import replay
+
+#: Within a step, the order the quantities are computed in.
+ORDER = ("exp_avg", "exp_avg_sq", "param", "mu_product")
+NAMES = {"exp_avg": "m", "exp_avg_sq": "v", "param": "θ", "mu_product": "∏μ"}
+#: The diagnosis replays at most this many steps (the long case has 10⁵).
+DIAGNOSIS_STEPS = 2000
+
+
+@dataclass
+class Failure:
+    """Where an output first leaves tolerance."""
+
+    step: int
+    quantity: str
+    parameter: int
+    index: tuple
+    expected: complex | float
+    actual: complex | float
+    error: float
+    tolerance: float
+    ulps: float
+
+    def __str__(self) -> str:
+        where = f"parameter {self.parameter}" + (f" element {list(self.index)}" if self.index else "")
+        return (f"step {self.step}, {NAMES[self.quantity]} ({self.quantity}) of {where}: expected {self.expected!r}, "
+                f"got {self.actual!r}, error {self.error:.3g} = {self.ulps:.4g} ulps > tolerance {self.tolerance:.3g}")
+
+
+@dataclass
+class Diagnosis:
+    """The closest explanation of a failing output; ``scores`` maps each
+    candidate's name to its largest error in units of tolerance (≤ 1: it
+    would pass as that candidate), ``expected_score`` the same for the case."""
+
+    verdict: str
+    best: str | None
+    label: str | None
+    matches: bool
+    scores: dict = field(default_factory=dict)
+    expected_score: float = math.inf
+    steps: int = 0
+
+    def __str__(self) -> str:
+        return self.verdict
+
+
+@dataclass
+class Report:
+    passed: bool
+    case: str
+    profile: str
+    quantities: tuple
+    steps_checked: int
+    first_failure: Failure | None
+    max_ulps: dict
+    max_ratio: dict
+    diagnosis: Diagnosis | None = None
+
+    @property
+    def first_failing_step(self) -> int | None:
+        return None if self.first_failure is None else self.first_failure.step
+
+    def __str__(self) -> str:
+        head = "PASS" if self.passed else "FAIL"
+        checked = ", ".join(NAMES[q] for q in self.quantities)
+        lines = [f"{head}: {self.case} (profile {self.profile}), {self.steps_checked} recorded steps, checked {checked}"]
+        for q in self.quantities:
+            lines.append(f"  {NAMES[q]:>2}: max error {self.max_ulps[q]:.4g} ulps, {self.max_ratio[q]:.3g} of tolerance")
+        if self.first_failure is not None:
+            lines.append(f"  first failure: {self.first_failure}")
+        if self.diagnosis is not None:
+            lines.append(f"  diagnosis: {self.diagnosis}")
+        return "\n".join(lines)
+
+
+# -- reading an output ---------------------------------------------------------------------
+
+def read_actual(actual, case: Case) -> dict[str, list[np.ndarray]]:
+    """An implementation's output as {quantity: [array per parameter]}, rows
+    at the case's recorded steps.
+
+    Accepts a :class:`Case` (or a golden-format file), a path to an ``.npy``
+    (one parameter, [steps, *shape]), an ``.npz`` (one such array per
+    parameter, in order), a ``.csv`` (one row per step, all parameters'
+    elements flattened and concatenated; an optional header line), or the
+    same in memory: an array, a list of arrays, a dict {quantity: list}.
+    """
+    if isinstance(actual, (str, Path)):
+        actual = _read_path(Path(actual), case)
+    if isinstance(actual, Case):
+        out = {q: actual.expected[q] for q in ("param", "exp_avg", "exp_avg_sq", "mu_product")}
+        if actual.record_steps != case.record_steps:
+            raise GoldenFormatError("ACTUAL is a golden file recorded at other steps than the case")
+    elif isinstance(actual, dict):
+        out = {q: actual[q] for q in ("param", "exp_avg", "exp_avg_sq", "mu_product") if q in actual}
+        if "param" not in out:
+            raise GoldenFormatError("ACTUAL: a dict output needs at least 'param'")
+    elif isinstance(actual, np.ndarray):
+        out = {"param": [actual]}
+    elif isinstance(actual, (list, tuple)):
+        out = {"param": list(actual)}
+    else:
+        raise GoldenFormatError(f"ACTUAL: cannot read a {type(actual).__name__}")
+    return {q: _rows(q, arrays, case) for q, arrays in out.items()}
+
+
+def _rows(q: str, arrays, case: Case) -> list[np.ndarray]:
+    n = len(case.params0)
+    if len(arrays) != n:
+        raise GoldenFormatError(f"ACTUAL: {len(arrays)} arrays for {NAMES[q]}, the case has {n} parameters")
+    out = []
+    for i, a in enumerate(arrays):
+        a = np.asarray(a)
+        if a.dtype.kind not in "fci":
+            raise GoldenFormatError(f"ACTUAL: {NAMES[q]} of parameter {i} has dtype {a.dtype}, not numbers")
+        shape = () if q == "mu_product" else case.shapes[i]
+        if a.shape[1:] != shape and a.size in (case.steps * math.prod(shape), len(case.record_steps) * math.prod(shape)):
+            a = a.reshape((-1,) + shape)
+        if a.shape[1:] != shape:
+            raise GoldenFormatError(
+                f"ACTUAL: {NAMES[q]} of parameter {i} has shape {list(a.shape)}, expected [steps, {', '.join(map(str, shape))}]")
+        if a.shape[0] == case.steps:
+            a = a[np.array(case.record_steps) - 1]
+        elif a.shape[0] != len(case.record_steps):
+            raise GoldenFormatError(
+                f"ACTUAL: {NAMES[q]} of parameter {i} has {a.shape[0]} rows; expected {case.steps} (every step) "
+                f"or {len(case.record_steps)} (the recorded steps)")
+        out.append(a)
+    return out
+
+
+def _read_path(path: Path, case: Case):
+    data = path.read_bytes()
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            return np.load(io.BytesIO(data), allow_pickle=False)
+        except Exception as e:
+            raise GoldenFormatError(f"{path}: not a readable .npy ({type(e).__name__})") from None
+    if suffix == ".npz":
+        try:
+            z = np.load(io.BytesIO(data), allow_pickle=False)
+            files = list(z.files)
+        except Exception as e:
+            raise GoldenFormatError(f"{path}: not a readable .npz ({type(e).__name__})") from None
+        if "meta" in files:
+            return loads(data, source=str(path))
+        return [z[k] for k in files]
+    if suffix == ".csv":
+        return _read_csv(data, path, case)
+    return loads(data, source=str(path))
+
+
+def _read_csv(data: bytes, path: Path, case: Case):
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8", errors="replace"))))
+    try:
+        float(rows[0][0])
+    except (IndexError, ValueError):
+        rows = rows[1:]  # a header
+    try:
+        table = np.array([[float(x) for x in r] for r in rows if r], dtype=np.float64)
+    except ValueError as e:
+        raise GoldenFormatError(f"{path}: not a numeric CSV ({e})") from None
+    sizes = [math.prod(s) * (2 if case.dtype.kind == "c" else 1) for s in case.shapes]
+    if table.ndim != 2 or table.shape[1] != sum(sizes):
+        raise GoldenFormatError(f"{path}: has {table.shape[-1] if table.ndim == 2 else 0} columns, "
+                                f"expected {sum(sizes)} (all parameters' elements)")
+    out, start = [], 0
+    for s, size in zip(case.shapes, sizes):
+        block = table[:, start:start + size]
+        start += size
+        if case.dtype.kind == "c":
+            block = block[:, 0::2] + 1j * block[:, 1::2]
+        out.append(block.astype(case.dtype).reshape((-1,) + s))
+    return out
+
+
+# -- comparing -----------------------------------------------------------------------------
+
+def _excess(actual: np.ndarray, expected: np.ndarray, tol: np.ndarray):
+    """Error, its ratio to tolerance (inf where non-finite values disagree), for real or complex."""
+    a, e, t = np.asarray(actual), np.asarray(expected), np.asarray(tol)
+    if e.dtype.kind == "c":
+        parts = [(np.asarray(a).real, e.real, t.real), (np.asarray(a).imag, e.imag, t.imag)]
+    else:
+        parts = [(a.real if a.dtype.kind == "c" else a, e, t)]
+    err = ratio = None
+    for pa, pe, pt in parts:
+        pa = pa.astype(np.float64)
+        pe = pe.astype(np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            d = np.abs(pa - pe)
+            same = (pa == pe) | (np.isnan(pa) & np.isnan(pe))
+            d = np.where(same, 0.0, np.where(np.isnan(d), np.inf, d))
+            r = np.where(d == 0, 0.0, d / np.where(pt > 0, pt, np.finfo(np.float64).tiny))
+        err = d if err is None else np.maximum(err, d)
+        ratio = r if ratio is None else np.maximum(ratio, r)
+    return err, ratio
+
+
+def _ulps(err, expected, dtype):
+    real = np.zeros(0, dtype).real.dtype
+    e = np.abs(np.asarray(expected))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sp = np.spacing(np.where(np.isfinite(e), e, 0).astype(real)).astype(np.float64)
+        return err / sp
+
+
+def _state_dtype(case: Case, i: int):
+    return case.rules[i].get("state_dtype") or np.float64
+
+
+def score(case: Case, actual_param: list[np.ndarray], trajectory: list[np.ndarray], upto: int) -> float:
+    """Largest |actual − trajectory| in units of the case's θ tolerance, over recorded steps ≤ ``upto``."""
+    rows = sum(1 for s in case.record_steps if s <= upto)
+    worst = 0.0
+    for i in range(len(case.params0)):
+        _, r = _excess(actual_param[i][:rows], trajectory[i][:rows], case.tolerance["param"][i][:rows])
+        if r.size:
+            worst = max(worst, float(np.max(r)))
+    return worst
+
+
+def verify(case: Case, actual, *, diagnose: bool = True) -> Report:
+    """Check ``actual`` against ``case`` (see :func:`read_actual` for the
+    forms ``actual`` may take); returns a :class:`Report`."""
+    got = read_actual(actual, case)
+    quantities = tuple(q for q in ORDER if q in got)
+    first, max_ulps, max_ratio = None, {}, {}
+    ratios = {}
+    for q in quantities:
+        ratios[q] = []
+        mu, mr = 0.0, 0.0
+        for i in range(len(case.params0)):
+            exp, tol = case.expected[q][i], case.tolerance[q][i]
+            err, ratio = _excess(got[q][i], exp, tol)
+            dtype = _state_dtype(case, i) if q == "mu_product" else case.dtype
+            if err.size:
+                mu = max(mu, float(np.max(_ulps(err, exp, dtype))))
+                mr = max(mr, float(np.max(ratio)))
+            ratios[q].append((err, ratio))
+        max_ulps[q], max_ratio[q] = mu, mr
+    for r, step in enumerate(case.record_steps):
+        for q in quantities:
+            for i in range(len(case.params0)):
+                err, ratio = ratios[q][i]
+                bad = np.flatnonzero(ratio[r].reshape(-1) > 1)
+                if bad.size:
+                    k = int(bad[0])
+                    shape = case.expected[q][i].shape[1:]
+                    index = tuple(int(x) for x in np.unravel_index(k, shape)) if shape else ()
+                    exp = case.expected[q][i][r].reshape(-1)[k]
+                    act = np.asarray(got[q][i][r]).reshape(-1)[k]
+                    e = float(err[r].reshape(-1)[k])
+                    dtype = _state_dtype(case, i) if q == "mu_product" else case.dtype
+                    first = Failure(
+                        step=step, quantity=q, parameter=i, index=index,
+                        expected=exp.item(), actual=act.item(), error=e,
+                        tolerance=float(np.abs(case.tolerance[q][i][r].reshape(-1)[k])),
+                        ulps=float(_ulps(np.array(e), exp, dtype)),
+                    )
+                    break
+            if first:
+                break
+        if first:
+            break
+    report = Report(first is None, case.name, case.profile, quantities, len(case.record_steps), first,
+                    max_ulps, max_ratio)
+    if first is not None and diagnose:
+        report.diagnosis = diagnose_output(case, got["param"])
+    return report
+
+
+def diagnose_output(case: Case, actual_param: list[np.ndarray]) -> Diagnosis:
+    """Replay the other profiles and the known mistakes; name the closest."""
+    upto = min(case.steps, DIAGNOSIS_STEPS)
+    expected_score = score(case, actual_param, case.expected["param"], upto)
+    scores, labels = {}, {}
+    for cand in _diagnosis.candidates(case):
+        traj = replay(case, steps=upto, **cand.replay)["param"]
+        scores[cand.name] = score(case, actual_param, traj, upto)
+        labels[cand.name] = cand.label
+    if not scores:
+        return Diagnosis("no alternative applies to this case", None, None, False, {}, expected_score, upto)
+    best = min(scores, key=lambda k: scores[k])
+    s = scores[best]
+    if s <= 1.0:
+        verdict = f"matches {labels[best]} (within its tolerance: {s:.3g})"
+        matches = True
+    elif s < 0.1 * expected_score:
+        verdict = (f"closest to {labels[best]} ({s:.3g} of tolerance, against {expected_score:.3g} "
+                   "for the case itself)")
+        matches = False
+    else:
+        verdict = ("no other profile or known mistake explains it better "
+                   f"(best: {labels[best]} at {s:.3g} of tolerance, the case itself {expected_score:.3g})")
+        best, matches = None, False
+    return Diagnosis(verdict, best, labels.get(best) if best else None, matches, scores, expected_score, upto)
