@@ -568,7 +568,7 @@ class _Display:
     in place with a carriage return (which terminals and Jupyter both honour)."""
 
     BAR_DELAY = 1.0  # seconds before an automatic bar appears: short runs never show one
-    BAR_INTERVAL = 0.1  # seconds between redraws
+    BAR_INTERVAL = 0.2  # seconds between redraws (a notebook keeps every one in its output)
     WIDTH = 30
 
     def __init__(self, every: int, progress: bool | None, maxiter: int, disp: bool, stream: TextIO | None = None):
@@ -581,7 +581,7 @@ class _Display:
             self.bar, self.delay = bool(progress) and maxiter > 0, 0.0
         self.start_time = time.perf_counter()
         self.drawn_at = None
-        self.bar_shown = False
+        self.bar_length = 0  # characters of the bar on screen now
 
     def start(self, f: float, gnorm: float) -> None:
         if self.every:
@@ -604,17 +604,18 @@ class _Display:
         filled = int(self.WIDTH * done)
         rate = nit / elapsed if elapsed > 0 else 0.0
         left = (self.maxiter - nit) / rate if rate > 0 else 0.0
-        self.stream.write(
-            f"\r|{'#' * filled}{'.' * (self.WIDTH - filled)}| {nit}/{self.maxiter} "
+        bar = (
+            f"|{'#' * filled}{'.' * (self.WIDTH - filled)}| {nit}/{self.maxiter} "
             f"{100 * done:3.0f}% f={f:.4e} {rate:.0f} it/s, <={left:.0f} s left "
         )
+        self.stream.write("\r" + bar.ljust(self.bar_length))
         self.stream.flush()
-        self.bar_shown = True
+        self.bar_length = len(bar)
 
     def _clear(self) -> None:
-        if self.bar_shown:
-            self.stream.write("\r" + " " * (self.WIDTH + 70) + "\r")
-            self.bar_shown = False
+        if self.bar_length:
+            self.stream.write("\r" + " " * self.bar_length + "\r")
+            self.bar_length = 0
 
     def _print(self, line: str) -> None:
         self._clear()
