@@ -138,7 +138,7 @@ else:
         return pointer(address, like), codegen
 
     def _address(array) -> int:
-        return array.__cuda_array_interface__["data"][0]
+        return array.device_ctypes_pointer.value or 0
 
     def _add_numpy_sqrt() -> None:
         """Teach numba-cuda ``np.sqrt`` of a float32/float64 scalar, which the
@@ -316,7 +316,12 @@ def is_device_array(x) -> bool:
 
 
 def _is_foreign_device_array(x) -> bool:
-    return not SIMULATOR and not is_device_array(x) and hasattr(x, "__cuda_array_interface__")
+    if SIMULATOR or is_device_array(x):
+        return False
+    try:
+        return hasattr(x, "__cuda_array_interface__")
+    except RuntimeError:  # torch: a CUDA tensor that requires grad (its detached view has one)
+        return True
 
 
 def _check_layout(x) -> None:
@@ -333,6 +338,8 @@ def adopt(x):
     updates land in the original), anything else (host arrays) unchanged.
     Raises TypeError for a device array that is not C-contiguous."""
     if _is_foreign_device_array(x):
+        if callable(getattr(x, "detach", None)):
+            x = x.detach()  # torch: the same memory, without autograd
         x = cuda.as_cuda_array(x)
     if is_device_array(x):
         _check_layout(x)
@@ -393,11 +400,9 @@ def take_params(arrays: Sequence) -> list:
         )
     taken = []
     for i, a in enumerate(arrays):
+        a = adopt(a) if on_device[i] else np.asarray(a)
         _check_dtype(a.dtype, f"parameter {i}")
-        if on_device[i]:
-            taken.append(adopt(a))
-        else:
-            taken.append(cuda.to_device(np.array(a, order="C")))
+        taken.append(a if on_device[i] else cuda.to_device(np.array(a, order="C")))
     return taken
 
 
@@ -505,6 +510,11 @@ def update(
 
 
 def _launch(dtype: np.dtype, params, grads, exp_avgs, exp_avg_sqs, coefficients) -> None:
+    with _lock:  # the kept tables and staging buffers are shared
+        _launch_locked(dtype, params, grads, exp_avgs, exp_avg_sqs, coefficients)
+
+
+def _launch_locked(dtype: np.dtype, params, grads, exp_avgs, exp_avg_sqs, coefficients) -> None:
     sizes = np.array([p.size for p in params], dtype=np.int64)
     grad_addresses = [None if isinstance(g, np.ndarray) else _address(g) for g in grads]
     host = [j for j, a in enumerate(grad_addresses) if a is None]

@@ -160,7 +160,7 @@ class NAdam:
         take = getattr(backend, "take_params", None)
         datas = take([p.data for p in params]) if take is not None else [p.data for p in params]
         for p, data in zip(params, datas):
-            functional.check_array(backend, data, repr(p))
+            functional.check_array(backend, data, repr(Parameter(data)))  # data's dtype, not a torch one
         group = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
         group["betas"] = tuple(group["betas"]) if isinstance(group["betas"], (list, tuple)) else group["betas"]
         self._check_group(group, len(self.param_groups))
