@@ -26,7 +26,9 @@ class Parameter:
 
     ``data`` is updated in place by :meth:`NAdam.step`, so any view of the
     array you passed in sees every update.  ``grad`` is None (the parameter
-    is skipped) or an array of the same shape and dtype.
+    is skipped) or an array of the same shape and dtype.  On the ``"cuda"``
+    backend a NumPy ``data`` is copied to the device when the optimizer takes
+    it: ``data`` becomes the device array, read back with ``np.asarray(p.data)``.
     """
 
     def __init__(self, data, grad=None):
