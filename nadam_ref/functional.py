@@ -116,6 +116,20 @@ def check_finite_array(module: ModuleType, array, what: str) -> None:
         raise NonFiniteError(f"{what} is not finite at index {index}: {host[index].item()!r}")
 
 
+class _Text:
+    """Part of an error message, formatted only if the error is raised: a step
+    checks every parameter, and formatting their names costs more than the
+    update of many small ones."""
+
+    __slots__ = ("template", "args")
+
+    def __init__(self, template: str, *args):
+        self.template, self.args = template, args
+
+    def __str__(self) -> str:
+        return self.template.format(*self.args)
+
+
 def as_real(array):
     """A real view of a complex array, with a trailing axis of (real, imag),
     as ``torch.view_as_real``; real arrays are returned as they are."""
@@ -196,6 +210,9 @@ def plan_step(
     # replaces the complex-to-real view for arrays NumPy-style indexing cannot view.
     adopt = getattr(module, "adopt", None)
     real = getattr(module, "as_real", as_real)
+    # Parameters at the same point of the schedule share their scalars and coefficients
+    # (computed once, and one object, so that a backend can batch them cheaply).
+    shared: dict[tuple, tuple[StepScalars, Coefficients]] = {}
     for name, param, grad, m, v, step, mu_product in zip(
         names, params, grads, exp_avgs, exp_avg_sqs, steps, mu_products
     ):
@@ -204,7 +221,7 @@ def plan_step(
         check_array(module, param, name)
         check_grad(module, param, grad, name)
         for state, what in ((m, "exp_avg"), (v, "exp_avg_sq")):
-            check_array(module, state, f"{what} of {name}")
+            check_array(module, state, _Text("{} of {}", what, name))
             if tuple(state.shape) != tuple(param.shape) or np.dtype(state.dtype) != np.dtype(param.dtype):
                 raise ValueError(
                     f"{what} of {name} has shape {tuple(state.shape)} and dtype {state.dtype}; "
@@ -215,24 +232,32 @@ def plan_step(
             check_finite_array(module, param, name)
             check_finite_array(module, m, f"exp_avg of {name}")
             check_finite_array(module, v, f"exp_avg_sq of {name}")
-        scalars = advance(
-            step, mu_product, beta1, beta2, momentum_decay,
-            compute_dtype=compute_dtype, state_dtype=scalar_dtype, base=momentum_base,
-        )
         real_param = real(param)
-        plan.params.append(real_param)
-        plan.grads.append(real(grad))
-        plan.exp_avgs.append(real(m))
-        plan.exp_avg_sqs.append(real(v))
-        plan.scalars.append(scalars)
-        plan.coefficients.append(
-            coefficients(
+        try:  # float() is exact for the stored step and ∏μ (float32 or float64)
+            key = (float(step), float(mu_product), np.dtype(real_param.dtype))
+        except (TypeError, ValueError):
+            key = None
+        if key is None or key not in shared:
+            scalars = advance(
+                step, mu_product, beta1, beta2, momentum_decay,
+                compute_dtype=compute_dtype, state_dtype=scalar_dtype, base=momentum_base,
+            )
+            coefs = coefficients(
                 scalars, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
                 weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
                 maximize=maximize, split_update=split_update,
                 compute_dtype=compute_dtype, dtype=real_param.dtype,
             )
-        )
+            if key is not None:
+                shared[key] = scalars, coefs
+        else:
+            scalars, coefs = shared[key]
+        plan.params.append(real_param)
+        plan.grads.append(real(grad))
+        plan.exp_avgs.append(real(m))
+        plan.exp_avg_sqs.append(real(v))
+        plan.scalars.append(scalars)
+        plan.coefficients.append(coefs)
     return plan
 
 

@@ -207,7 +207,7 @@ class NAdam:
             for i, p in enumerate(group["params"]):
                 if p.grad is not None:
                     live.append(p)
-                    names.append(f"param_groups[{g}]['params'][{i}] ({p!r})")
+                    names.append(_ParamName(g, i, p))
             states = []
             for p in live:
                 states.append(self.state.get(p) or self._fresh_state(backend, p))
@@ -342,6 +342,20 @@ class NAdam:
             opts = ", ".join(f"{k}={group[k]!r}" for k in GROUP_OPTIONS)
             lines.append(f"  group {i}: {len(group['params'])} params, {opts}")
         return "\n".join(lines)
+
+
+class _ParamName:
+    """``param_groups[g]['params'][i] (Parameter(...))`` for error messages,
+    formatted only when one is raised: every step names every parameter, and
+    formatting them all costs more than updating many small ones."""
+
+    __slots__ = ("group", "index", "param")
+
+    def __init__(self, group: int, index: int, param: Parameter):
+        self.group, self.index, self.param = group, index, param
+
+    def __str__(self) -> str:
+        return f"param_groups[{self.group}]['params'][{self.index}] ({self.param!r})"
 
 
 def _scalar(value, name: str) -> float:
