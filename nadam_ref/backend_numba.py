@@ -39,7 +39,7 @@ import weakref
 from collections.abc import Sequence
 
 import numpy as np
-from numba import carray, njit, prange
+from numba import carray, njit, prange, set_parallel_chunksize
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
@@ -211,10 +211,10 @@ def _update_serial(
 
 class _Layout:
     """Where one array's elements lie, in elements from the lowest address the
-    array touches (``base``): how far it spans, where element [0, …, 0] is,
-    and the strides.  ``dense`` arrays fill their span with no gaps."""
+    array touches (``base``, in bytes): how far it spans, where element
+    [0, …, 0] is, and the strides.  ``dense`` arrays fill their span."""
 
-    __slots__ = ("base", "span", "offset", "shape", "byte_strides", "strides", "dense", "compilable")
+    __slots__ = ("base", "span", "offset", "shape", "strides", "dense_strides", "compilable")
 
     def __init__(self, array: np.ndarray):
         itemsize = array.itemsize
@@ -229,9 +229,10 @@ class _Layout:
         self.span = (high - low) // itemsize + 1
         self.offset = (data - low) // itemsize
         self.shape = array.shape
-        self.byte_strides = array.strides
         self.strides = tuple(s // itemsize for s in array.strides)
-        self.dense = self.span == array.size
+        #: the strides if the array is dense: four dense arrays with equal
+        #: strides are walked as one flat run each, in memory order
+        self.dense_strides = self.strides if self.span == array.size else None
         # Compiled code addresses whole, aligned, native-order elements only.
         self.compilable = bool(
             array.dtype.isnative
@@ -241,40 +242,39 @@ class _Layout:
         )
 
 
-#: id(array) → (weak reference, layout).  An array's address cannot change
-#: while it lives with the same shape and strides, and reading it costs about
-#: 2 µs, so a step over many small parameters works it out once per array.
+#: id(array) → (weak reference, shape, strides, layout).  Reading an array's
+#: address costs about 2 µs, a lookup here a tenth of that, and many small
+#: parameters make it count.  The address cannot change while the entry
+#: lives: NumPy refuses to resize an array that has a weak reference (short of
+#: ``resize(refcheck=False)``, which it documents as unsafe), and the entry
+#: is dropped when the array dies, before its id can be reused.
 _layouts: dict[int, tuple] = {}
 
 
 def _layout(array: np.ndarray) -> _Layout:
     key = id(array)
     entry = _layouts.get(key)
-    if entry is not None and entry[0]() is array:
-        layout = entry[1]
-        if layout.shape == array.shape and layout.byte_strides == array.strides:
-            return layout
+    if entry is not None and entry[0]() is array and entry[1] == array.shape and entry[2] == array.strides:
+        return entry[3]
     layout = _Layout(array)
     try:
         ref = weakref.ref(array, lambda _, key=key: _layouts.pop(key, None))
     except TypeError:  # a subclass without weak references: not remembered
         return layout
-    _layouts[key] = (ref, layout)
+    _layouts[key] = (ref, array.shape, array.strides, layout)
     return layout
 
 
 def _strided_shape(layouts) -> tuple[list[int], list[list[int]]]:
-    """The shape and per-array strides of a strided tensor with size-1 axes
-    dropped and axes merged wherever all four arrays allow it, so that runs
-    along the last axis are as long as possible."""
+    """The shape and per-array strides of a strided tensor, with size-1 axes
+    dropped and neighbouring axes merged wherever all four arrays allow, so
+    that runs along the last axis are as long as possible."""
     shape: list[int] = []
     strides: list[list[int]] = [[], [], [], []]
     for d, n in enumerate(layouts[0].shape):
         if n == 1:
             continue
-        if shape and all(
-            s[-1] == lay.strides[d] * n for s, lay in zip(strides, layouts)
-        ):
+        if shape and all(s[-1] == lay.strides[d] * n for s, lay in zip(strides, layouts)):
             shape[-1] *= n
             for s, lay in zip(strides, layouts):
                 s[-1] = lay.strides[d]
@@ -285,31 +285,47 @@ def _strided_shape(layouts) -> tuple[list[int], list[list[int]]]:
     return shape, strides
 
 
-def _run(arrays: list[tuple[_Layout, _Layout, _Layout, _Layout]], sizes: list[int], itemsize: int, coef: Coefficients) -> None:
-    """One compiled call over every tensor in ``arrays`` (same dtype and coefficients)."""
-    count = len(arrays)
-    bases = np.empty((count, 4), np.int64)
-    spans = np.empty((count, 4), np.int64)
-    offsets = np.empty((count, 4), np.int64)
-    ndims = np.zeros(count, np.int64)
-    strided = {}
-    for i, layouts in enumerate(arrays):
-        bases[i] = [lay.base for lay in layouts]
-        spans[i] = [lay.span for lay in layouts]
-        offsets[i] = [lay.offset for lay in layouts]
-        first = layouts[0]
-        if not (first.dense and all(lay.dense and lay.strides == first.strides for lay in layouts[1:])):
-            strided[i] = _strided_shape(layouts)
-    depth = max([len(shape) for shape, _ in strided.values()], default=1)
-    shapes = np.ones((count, depth), np.int64)
-    strides = np.zeros((count, 4, depth), np.int64)
-    for i, (shape, per_array) in strided.items():
-        ndims[i] = len(shape)
-        shapes[i, : len(shape)] = shape
-        strides[i, :, : len(shape)] = per_array
-    sizes_array = np.array(sizes, np.int64)
-    kernel = _update_parallel if sum(sizes) >= PARALLEL_THRESHOLD else _update_serial
-    kernel(sizes_array, np.int64(itemsize), bases, spans, offsets, ndims, shapes, strides, *coef)
+class _Batch:
+    """The tensors of one compiled call: same dtype, same coefficients."""
+
+    __slots__ = ("sizes", "bases", "spans", "offsets", "strided")
+
+    def __init__(self):
+        self.sizes: list[int] = []
+        self.bases: list[tuple] = []
+        self.spans: list[tuple] = []
+        self.offsets: list[tuple] = []
+        self.strided: dict[int, tuple] = {}  # index → layouts of tensors that need strides
+
+    def run(self, itemsize: int, coef: Coefficients) -> None:
+        count = len(self.sizes)
+        ndims = np.zeros(count, np.int64)
+        depth = 1
+        described = {}
+        for i, layouts in self.strided.items():
+            described[i] = _strided_shape(layouts)
+            depth = max(depth, len(described[i][0]))
+        shapes = np.ones((count, depth), np.int64)
+        strides = np.zeros((count, 4, depth), np.int64)
+        for i, (shape, per_array) in described.items():
+            ndims[i] = len(shape)
+            shapes[i, : len(shape)] = shape
+            strides[i, :, : len(shape)] = per_array
+        args = (
+            np.array(self.sizes, np.int64), np.int64(itemsize),
+            np.array(self.bases, np.int64), np.array(self.spans, np.int64), np.array(self.offsets, np.int64),
+            ndims, shapes, strides, *coef,
+        )
+        if sum(self.sizes) < PARALLEL_THRESHOLD:
+            _update_serial(*args)
+            return
+        # Threads take chunks one at a time rather than a fixed share each: on a
+        # shared machine a thread that loses its core then delays one chunk, not half the step.
+        previous = set_parallel_chunksize(1)
+        try:
+            _update_parallel(*args)
+        finally:
+            set_parallel_chunksize(previous)
 
 
 def update(
@@ -321,23 +337,35 @@ def update(
 ) -> None:
     """Update each real-valued (θ, m, v) in place with its own coefficients:
     one compiled call per (dtype, coefficients) set."""
-    groups: dict[tuple, tuple[list, list]] = {}
+    batches: dict[tuple, _Batch] = {}
     by_numpy = []
-    for quad in zip(params, grads, exp_avgs, exp_avg_sqs, coefficients):
-        param, coef = quad[0], quad[4]
-        if param.size == 0:
+    last_key, batch = None, None
+    for param, grad, exp_avg, exp_avg_sq, coef in zip(params, grads, exp_avgs, exp_avg_sqs, coefficients):
+        size = param.size
+        if size == 0:
             continue
-        layouts = tuple(_layout(a) for a in quad[:4])
-        if not all(lay.compilable for lay in layouts):
-            by_numpy.append(quad)
+        layouts = lp, lg, lm, lv = _layout(param), _layout(grad), _layout(exp_avg), _layout(exp_avg_sq)
+        if not (lp.compilable and lg.compilable and lm.compilable and lv.compilable):
+            by_numpy.append((param, grad, exp_avg, exp_avg_sq, coef))
             continue
-        arrays, sizes = groups.setdefault((param.dtype, coef), ([], []))
-        arrays.append(layouts)
-        sizes.append(param.size)
-    for (dtype, coef), (arrays, sizes) in groups.items():
-        _run(arrays, sizes, dtype.itemsize, coef)
+        key = (param.dtype, coef)
+        if last_key is None or key[1] is not last_key[1] or key[0] != last_key[0]:
+            batch = batches.get(key)
+            if batch is None:
+                batch = batches[key] = _Batch()
+            last_key = key
+        i = len(batch.sizes)
+        batch.sizes.append(size)
+        batch.bases.append((lp.base, lg.base, lm.base, lv.base))
+        batch.spans.append((lp.span, lg.span, lm.span, lv.span))
+        batch.offsets.append((lp.offset, lg.offset, lm.offset, lv.offset))
+        dense = lp.dense_strides
+        if dense is None or not (dense == lg.dense_strides == lm.dense_strides == lv.dense_strides):
+            batch.strided[i] = layouts
+    for (dtype, coef), batch in batches.items():
+        batch.run(dtype.itemsize, coef)
     if by_numpy:
-        backend_numpy.update(*zip(*by_numpy))
+        backend_numpy.update(*map(list, zip(*by_numpy)))
 
 
 def is_array(x) -> bool:
