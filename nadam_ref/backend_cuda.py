@@ -79,8 +79,8 @@ try:
     from numba.cuda.np.numpy_support import carray
 except ImportError as error:  # pragma: no cover - numba-cuda is a dependency of the extra
     raise ImportError(
-        "the cuda backend needs the numba-cuda package: pip install 'nadam_ref[cuda]' "
-        "(or pip install numba-cuda)"
+        "the cuda backend needs the numba-cuda package (tested with 0.30): "
+        "pip install 'nadam_ref[cuda]' (or pip install 'numba-cuda>=0.30')"
     ) from error
 
 #: True when Numba's CUDA simulator stands in for a GPU (NUMBA_ENABLE_CUDASIM=1).

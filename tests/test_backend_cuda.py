@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("numba.cuda", reason="the cuda backend needs numba-cuda")
 
 import nadam_ref  # noqa: E402
-from nadam_ref import NAdam, Parameter, backend_cuda  # noqa: E402
+from nadam_ref import NAdam, Parameter, backend_cuda, functional  # noqa: E402
 from numba import cuda  # noqa: E402
 
 from torch_cases import CASES, has_grad, nadam_ref_groups  # noqa: E402
@@ -291,6 +291,16 @@ def test_a_failed_step_changes_nothing():
         opt.step()
     assert_same_bits([np.asarray(a.data), np.asarray(b.data)], params0)
     assert opt.state == {}
+
+
+def test_check_finite_reads_device_arrays_and_changes_nothing():
+    params0, _ = problem(np.float32, shapes=[(4,)])
+    opt = NAdam([p.copy() for p in params0], backend="cuda", check_finite=True)
+    (p,) = opt.param_groups[0]["params"]
+    p.grad = cuda.to_device(np.array([0.0, 1.0, np.nan, 2.0], np.float32))
+    with pytest.raises(functional.NonFiniteError, match=r"gradient of .* index \(2,\)"):
+        opt.step()
+    assert_same_bits([np.asarray(p.data)], params0)
 
 
 def test_functional_core_refuses_host_parameters():
