@@ -685,12 +685,22 @@ def test_demo_command_minimizes_rosenbrock():
     assert np.max(np.abs(np.array(x) - 1)) <= 1e-3
 
 
-def test_demo_command_failure_and_bad_arguments():
-    done = demo("--maxiter", "10", "--dim", "4")
-    assert done.returncode == 1 and "Did not reach the minimizer" in done.stdout
-    assert "4-D Rosenbrock" in done.stdout
-    done = demo("--dim", "1")
-    assert done.returncode == 2 and "--dim must be at least 2" in done.stderr
+def test_demo_failure_and_bad_arguments(capsys):
+    assert nopt.demo_main(["--maxiter", "10", "--dim", "4"]) == 1
+    out = capsys.readouterr().out
+    assert "4-D Rosenbrock" in out and "Did not reach the minimizer" in out
+    with pytest.raises(SystemExit) as exit_info:
+        nopt.demo_main(["--dim", "1"])
+    assert exit_info.value.code == 2 and "--dim must be at least 2" in capsys.readouterr().err
+
+
+def test_demo_command_reports_an_unusable_backend():
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, "-m", "nadam_ref", "demo", "--backend", "cuda"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    if done.returncode == 0:
+        pytest.skip("a CUDA GPU is usable here")
+    assert done.returncode == 2 and done.stderr.startswith("nadam-ref demo: ") and "Traceback" not in done.stderr
 
 
 def test_demo_main_in_process(capsys):
