@@ -304,7 +304,7 @@ def require_device() -> None:
         return
     if not cuda.is_available():
         try:
-            reason = str(cuda.cuda_error() or "no CUDA driver or device").strip().splitlines()[0]
+            reason = str(cuda.cuda_error() or "").strip().splitlines()[-1].rstrip(".")
         except Exception:  # noqa: BLE001 - only for the message
             reason = "no CUDA driver or device"
         raise RuntimeError(_NO_DEVICE.format(reason=reason or "no CUDA driver or device"))
@@ -473,70 +473,57 @@ def update(
     nothing.
     """
     require_device()
-    by_dtype: dict[np.dtype, list[int]] = {}
+    launches: dict[np.dtype, list] = {}  # dtype → [(addresses, size, host grad, coefficients)]
     seen: dict[int, int] = {}
-    for i, (p, g, m, v) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
-        dtype = np.dtype(p.dtype)
-        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+    for i, (p, g, m, v, c) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs, coefficients)):
+        dtype, size = p.dtype, p.size
+        if dtype not in _KERNEL_DTYPES:
             raise TypeError(f"parameter {i} has dtype {dtype}; the cuda kernel takes float32 or float64 arrays")
-        for array, what in ((p, "parameter"), (m, "exp_avg"), (v, "exp_avg_sq"), (g, "gradient")):
-            if what == "gradient" and isinstance(array, np.ndarray):
-                pass  # host gradients are copied below
-            elif not is_device_array(array):
-                raise TypeError(f"{what} {i} must be a device array, got {type(array).__name__}")
-            else:
+        addresses = []
+        for array, what in ((p, "parameter"), (g, "gradient"), (m, "exp_avg"), (v, "exp_avg_sq")):
+            if array is g and isinstance(g, np.ndarray):
+                addresses.append(None)  # a host gradient: copied to the device below
+            elif is_device_array(array):
                 _check_layout(array)
-            if np.dtype(array.dtype) != dtype or array.size != p.size:
+                addresses.append(_address(array))
+            else:
+                raise TypeError(f"{what} {i} must be a device array, got {type(array).__name__}")
+            if array.dtype != dtype or array.size != size:
                 raise ValueError(
-                    f"{what} {i} has {array.size} elements of {array.dtype}; "
-                    f"the parameter has {p.size} of {dtype}"
+                    f"{what} {i} has {array.size} elements of {array.dtype}; the parameter has {size} of {dtype}"
                 )
-        if p.size == 0:
+        if size == 0:
             continue
-        address = _address(p)
-        if address in seen:
-            raise ValueError(f"parameters {seen[address]} and {i} are the same array; a step updates each once")
-        seen[address] = i
-        by_dtype.setdefault(dtype, []).append(i)
-    for dtype, indices in by_dtype.items():
-        _launch(
-            dtype,
-            [params[i] for i in indices],
-            [grads[i] for i in indices],
-            [exp_avgs[i] for i in indices],
-            [exp_avg_sqs[i] for i in indices],
-            [coefficients[i] for i in indices],
-        )
-
-
-def _launch(dtype: np.dtype, params, grads, exp_avgs, exp_avg_sqs, coefficients) -> None:
+        if addresses[0] in seen:
+            raise ValueError(f"parameters {seen[addresses[0]]} and {i} are the same array; a step updates each once")
+        seen[addresses[0]] = i
+        launches.setdefault(dtype, []).append((addresses, size, g if addresses[1] is None else None, c))
     with _lock:  # the kept tables and staging buffers are shared
-        _launch_locked(dtype, params, grads, exp_avgs, exp_avg_sqs, coefficients)
+        for dtype, items in launches.items():
+            _launch(np.dtype(dtype), items)
 
 
-def _launch_locked(dtype: np.dtype, params, grads, exp_avgs, exp_avg_sqs, coefficients) -> None:
-    sizes = np.array([p.size for p in params], dtype=np.int64)
-    grad_addresses = [None if isinstance(g, np.ndarray) else _address(g) for g in grads]
-    host = [j for j, a in enumerate(grad_addresses) if a is None]
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _launch(dtype: np.dtype, items: list) -> None:
+    """One kernel launch for ``items``: (addresses of θ, g, m, v with None for
+    a host gradient, size, the host gradient or None, coefficients)."""
+    sizes = np.array([size for _, size, _, _ in items], dtype=np.int64)
+    host = [j for j, item in enumerate(items) if item[2] is not None]
     if host:
         # All host gradients of the launch travel in one transfer, into a kept buffer.
         total = int(sizes[host].sum())
         staging = _remember(_staging, (dtype, total), lambda: cuda.device_array(total, dtype))
-        staging.copy_to_device(np.concatenate([np.ravel(grads[j]) for j in host]))
-        base, offset = _address(staging), 0
+        staging.copy_to_device(np.concatenate([np.ravel(items[j][2]) for j in host]))
+        address = _address(staging)
         for j in host:
-            grad_addresses[j] = base + offset * dtype.itemsize
-            offset += int(sizes[j])
-    addresses = np.array(
-        [
-            (_address(p), g, _address(m), _address(v))
-            for p, g, m, v in zip(params, grad_addresses, exp_avgs, exp_avg_sqs)
-        ],
-        dtype=np.uint64,
-    )
+            items[j][0][1] = address
+            address += int(sizes[j]) * dtype.itemsize
+    addresses = np.array([item[0] for item in items], dtype=np.uint64)
     key = (dtype, addresses.tobytes(), sizes.tobytes())
     tables = _remember(_tables, key, lambda: _chunk_tables(addresses, sizes))
     # Coefficients are already in the array's dtype; the flags become 0 / 1.
-    rows = cuda.to_device(np.array([tuple(c) for c in coefficients], dtype=dtype))
+    rows = cuda.to_device(np.array([item[3] for item in items], dtype=dtype))
     blocks = tables[2].size
     _kernel(dtype)[blocks, THREADS](*tables, rows, CHUNK)
