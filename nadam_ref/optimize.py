@@ -133,6 +133,9 @@ def minimize(
         maxiter: the most iterations (NAdam steps); default 10 000.
         gtol: stop successfully when ``‖g‖_norm ≤ gtol`` (default 1e-5, or
             ``tol`` when that is given, as scipy.optimize.minimize passes it).
+            With L2 weight decay λ, NAdam minimizes f(x) + λ‖x‖²/2 and g is
+            that function's gradient ∇f + λx; with decoupled decay no gradient
+            vanishes at NAdam's fixed point, so rely on ftol, xtol or maxiter.
         norm: the order of that norm (default ∞, the largest |g_i|, as BFGS).
         ftol: stop successfully when ``|f_k − f_{k−1}| ≤ ftol·max(|f_k|, |f_{k−1}|, 1)``;
             0 (the default) disables the test.
@@ -202,6 +205,8 @@ def minimize(
         momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
         scalar_dtype=scalar_dtype, backend=backend,
     )
+    # With L2 weight decay NAdam descends f + λ‖x‖²/2, whose gradient gtol then judges.
+    l2 = 0.0 if decoupled_weight_decay else float(weight_decay)
     device = _Device(functional.get_backend(backend))
     display = _Display(every, progress, maxiter, bool(disp))
     allvecs = [x.copy()] if return_all else None
@@ -225,7 +230,7 @@ def minimize(
             return result(x, f, g, NONFINITE, f"The objective is {f} at x0; no step was taken.")
         if not np.all(np.isfinite(g)):
             return result(x, f, g, NONFINITE, "The gradient is not finite at x0; no step was taken.")
-        gnorm = _norm(_projected(x, g, box), norm)
+        gnorm = _norm(_projected(x, g + l2 * x if l2 else g, box), norm)
         display.start(f, gnorm)
         if gnorm <= gtol:
             return result(x, f, g, SUCCESS, _converged("the gradient norm", gnorm, "gtol", gtol))
@@ -257,7 +262,7 @@ def minimize(
                 allvecs.append(x.copy())
             if not np.all(np.isfinite(g)):
                 return result(x, f, g, NONFINITE, f"The gradient became non-finite at iteration {nit}.")
-            gnorm = _norm(_projected(x, g, box), norm)
+            gnorm = _norm(_projected(x, g + l2 * x if l2 else g, box), norm)
             display.update(nit, f, gnorm)
             try:
                 call_back(x, f, g, nit)

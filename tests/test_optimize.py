@@ -341,6 +341,14 @@ def test_tol_of_scipy_minimize_is_gtol_and_xtol_ftol_stop():
     assert abs(fs[-1] - fs[-2]) <= 1e-9 * max(1, abs(fs[-1]), abs(fs[-2]))
 
 
+def test_l2_weight_decay_minimizes_the_regularized_objective():
+    """½(x − 3)² + ½λx² with λ = 1 is smallest at x = 3/2; gtol judges its gradient."""
+    res = minimize(lambda x: 0.5 * float((x[0] - 3) ** 2), [0.0], jac=lambda x: x - 3,
+                   lr=0.05, weight_decay=1.0, gtol=1e-7, maxiter=3000)
+    assert res.success and abs(res.x[0] - 1.5) <= 1e-6
+    assert res.jac[0] == pytest.approx(-1.5, abs=1e-6)  # jac stays ∇f
+
+
 def test_already_converged_x0_takes_no_step():
     res = minimize(rosen, [1.0, 1.0], jac=rosen_der)
     assert res.success and res.nit == 0 and res.nfev == 1 and np.array_equal(res.x, [1.0, 1.0])
