@@ -9,6 +9,7 @@ tests marked for a real GPU then run too.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -346,6 +347,7 @@ def test_kernel_ptx_has_no_fused_multiply_add():
     fuse; the PTX of the default compilation shows it."""
     done = _python(
         """
+        import json
         from nadam_ref import backend_cuda as b
         try:  # the two libraries compile_ptx needs, looked for before compiling anything
             from numba.cuda.cudadrv import nvrtc, nvvm
@@ -357,8 +359,8 @@ def test_kernel_ptx_has_no_fused_multiply_add():
         for dtype in ("float32", "float64"):
             ptx = b.kernel_ptx(dtype, cc=(9, 0))
             ops = {op: ptx.count(op) for op in ("mul.rn.", "add.rn.", "div.rn.", "sqrt.rn.", ".ftz")}
-            print(dtype, len(b.fma_instructions(ptx)), ops)
-        print("default", len(b.fma_instructions(b.kernel_ptx("float32", contract=True))))
+            print(json.dumps({"dtype": dtype, "fused": b.fma_instructions(ptx), "ops": ops}))
+        print(json.dumps({"default_fused": len(b.fma_instructions(b.kernel_ptx("float32", contract=True)))}))
         """,
         simulator="0",
     )
@@ -367,15 +369,14 @@ def test_kernel_ptx_has_no_fused_multiply_add():
             "libNVVM or NVRTC not found (pip install nvidia-nvvm nvidia-cuda-nvrtc): "
             + done.stdout.strip()[:200]
         )
-    lines = done.stdout.strip().splitlines()
+    lines = [json.loads(line) for line in done.stdout.strip().splitlines()]
     assert len(lines) == 3, done.stderr[-3000:]
     for line in lines[:2]:
-        dtype, fused, ops = line.split(" ", 2)
-        ops = eval(ops, {})  # a dict printed by the child
-        assert fused == "0", line
+        ops = line["ops"]
+        assert line["fused"] == [], line
         assert ops["mul.rn."] and ops["add.rn."] and ops["div.rn."] and ops["sqrt.rn."], line
         assert ops[".ftz"] == 0, line
-    assert int(lines[2].split()[1]) > 0  # without -fma=0 NVVM does fuse
+    assert lines[2]["default_fused"] > 0  # without -fma=0 NVVM does fuse
 
 
 def test_fma_instructions_finds_fused_lines():
