@@ -88,13 +88,15 @@ def minimize(
 ) -> OptimizeResult:
     r"""Minimize ``fun(x, *args)`` with NAdam, as a ``scipy.optimize`` method.
 
-    Each iteration takes one step of :class:`nadam_ref.NAdam` (torch's
-    algorithm and defaults) with the gradient g_k = ∇f(x_k)::
+    Iteration k = 1, 2, … takes one step of :class:`nadam_ref.NAdam`
+    (torch's algorithm and defaults) with the gradient g_k = ∇f(x_{k−1})::
 
+        μ_k = β1 (1 − ½ · 0.96^(k·ψ))                      ψ = momentum_decay
         m_k = β1 m_{k−1} + (1 − β1) g_k,   v_k = β2 v_{k−1} + (1 − β2) g_k²
-        x_{k+1} = x_k − lr · (μ_{k+1} m_k / (1 − ∏μ) + (1 − μ_k) g_k / (1 − ∏μ)) / (√(v_k / (1 − β2^k)) + eps)
+        x_k = x_{k−1} − lr · (μ_{k+1} m_k / (1 − ∏_{i≤k+1} μ_i) + (1 − μ_k) g_k / (1 − ∏_{i≤k} μ_i))
+                         / (√(v_k / (1 − β2^k)) + eps)
 
-    and, with ``bounds``, projects x_{k+1} onto the box (np.clip).
+    and, with ``bounds``, projects x_k onto the box (np.clip).
 
     Args:
         fun: the objective, ``fun(x, *args)`` returning one real number
