@@ -48,8 +48,9 @@ Where ∏, the scalars and their roundings come from (REFERENCE.md §2):
   matter: it passes 1 − β1 and 1 − β2 as double numbers (rounded once to the
   variable's dtype, where optimizer_v2 subtracts in that dtype), and its
   ``ops.maximum``/``ops.minimum`` of a tensor and a Python float return
-  float32, so clipnorm's max(‖g‖, c) and global_clipnorm's scale are
-  float32-rounded even for float64 gradients.
+  float32 and ``ops.clip`` makes float32 bounds, so clipnorm's max(‖g‖, c),
+  global_clipnorm's scale and clipvalue's ±c are float32-rounded even for
+  float64 gradients.
 """
 
 from __future__ import annotations
@@ -107,10 +108,9 @@ class Nadam:
         >>> opt = Nadam(learning_rate=0.2)
         >>> var1 = np.array(10.0, dtype=np.float32)
         >>> loss = lambda: (var1 ** 2 / 2.0, [var1.copy()])   # (value, gradients)
-        >>> for _ in range(1):
-        ...     _ = opt.minimize(loss, [var1])
-        >>> "{:.1f}".format(var1)
-        '9.8'
+        >>> step_count = opt.minimize(loss, [var1])
+        >>> step_count, "{:.1f}".format(var1)
+        (1, '9.8')
 
     Note on ``decay``: tf_keras's legacy Nadam overwrites a lone ``decay``
     keyword with ``schedule_decay``'s default 0.004 (so ``Nadam(decay=0.01)``
@@ -455,7 +455,9 @@ class Nadam:
             if global_clipnorm:
                 return _clip_by_global_norm(grads, global_clipnorm, float32_scale=True)
             if clipvalue:
-                return [np.clip(g, -clipvalue, clipvalue) for g in grads]
+                # ops.clip converts the Python bounds to float32 tensors (torch backend)
+                c = np.float32(clipvalue)
+                return [np.clip(g, -g.dtype.type(c), g.dtype.type(c)) for g in grads]
             return grads
         # optimizer_v2: clipvalue, then clipnorm, then global_clipnorm.
         if clipvalue is not None:

@@ -235,6 +235,37 @@ def test_live_keras3_with_global_clipnorm_and_weight_decay(keras3, dtype):
     assert max_error(ours, theirs) <= TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_live_random_settings_both_generations(tf_keras, keras3, seed):
+    """Random hyperparameters and one random clipper, float32 and float64, against both libraries."""
+    tf, tfk = tf_keras
+    rng = np.random.default_rng([seed, 77])
+    kwargs = dict(
+        learning_rate=float(10 ** rng.uniform(-4, -1.5)), beta_1=float(rng.uniform(0.5, 0.99)),
+        beta_2=float(rng.uniform(0.9, 0.9999)), epsilon=float(10 ** rng.uniform(-8, -4)),
+    )
+    clipper = ["clipnorm", "clipvalue", "global_clipnorm", None][seed]
+    if clipper:
+        kwargs[clipper] = float(rng.uniform(0.5, 2.0))
+    psi = float(10 ** rng.uniform(-3, -1))
+    for dtype in ("float32", "float64"):
+        initial, grads = problem([(5,), (2, 3)], 30, [dtype] * 2, seed=100 + seed, scale=2.0)
+        theirs, _ = run_tf(tf, tfk.optimizers.legacy.Nadam(**kwargs, schedule_decay=psi), initial, grads, 30)
+        ours, _ = run_ours(Nadam(**kwargs, schedule_decay=psi), initial, grads, 30)
+        assert max_error(ours, theirs) <= TOLERANCE[dtype], (kwargs, psi, dtype)
+
+        # Keras 3 also takes decoupled weight decay
+        kwargs3 = {**kwargs, "weight_decay": float(rng.uniform(0.01, 0.3))} if seed % 2 else kwargs
+        variables = [keras3.Variable(x, dtype=dtype) for x in initial]
+        opt_k = keras3.optimizers.Nadam(**kwargs3)
+        theirs = []
+        for t in range(30):
+            opt_k.apply_gradients([(keras3.ops.convert_to_tensor(g[t]), v) for g, v in zip(grads, variables)])
+            theirs.append([keras3.ops.convert_to_numpy(v.value).copy() for v in variables])
+        ours, _ = run_ours(Nadam(**kwargs3, schedule="keras3"), initial, grads, 30)
+        assert max_error(ours, theirs) <= TOLERANCE[dtype], (kwargs3, dtype)
+
+
 # -- state interchange ------------------------------------------------------------------------------
 
 
@@ -359,6 +390,15 @@ def test_minimize_first_step_by_hand():
     mu1, mu2 = (b1 * (1 - 0.5 * 0.96 ** (0.004 * t)) for t in (1, 2))
     expected = 10 - 0.2 * (10 + mu2 * 1 / (1 - mu1 * mu2)) / (math.sqrt(100) + 1e-7)
     assert abs(float(var1) - expected) <= 2e-6
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import nadam_ref.keras
+
+    result = doctest.testmod(nadam_ref.keras)
+    assert result.attempted >= 4 and result.failed == 0
 
 
 def test_slots_weights_and_iterations():
