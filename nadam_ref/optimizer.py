@@ -293,6 +293,10 @@ class NAdam:
         for g, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
             if not isinstance(saved, dict) or "params" not in saved:
                 raise ValueError(f'loaded param_groups[{g}] must be a dict with a "params" entry')
+            if not isinstance(saved["params"], (list, tuple)) or not all(map(_is_index, saved["params"])):
+                raise ValueError(f"loaded param_groups[{g}]['params'] must be a list of parameter indices, got {saved['params']!r}")
+            if len(set(saved["params"])) != len(saved["params"]) or any(i in params_by_index for i in saved["params"]):
+                raise ValueError(f"loaded param_groups[{g}]['params'] repeats a parameter index")
             if len(saved["params"]) != len(group["params"]):
                 raise ValueError(
                     f"loaded param_groups[{g}] has {len(saved['params'])} parameters, "
@@ -301,6 +305,9 @@ class NAdam:
             missing = [k for k in GROUP_OPTIONS if k not in saved]
             if missing:
                 raise ValueError(f"loaded param_groups[{g}] lacks the options {missing}")
+            for flag in ("decoupled_weight_decay", "maximize"):
+                if not isinstance(saved[flag], (bool, np.bool_)):
+                    raise ValueError(f"loaded param_groups[{g}]['{flag}'] must be True or False, got {saved[flag]!r}")
             new = {**copy.deepcopy({k: v for k, v in saved.items() if k != "params"}), "params": group["params"]}
             new["betas"] = tuple(new["betas"]) if isinstance(new["betas"], (list, tuple)) else new["betas"]
             self._check_group(new, g)
@@ -356,6 +363,11 @@ class _ParamName:
 
     def __str__(self) -> str:
         return f"param_groups[{self.group}]['params'][{self.index}] ({self.param!r})"
+
+
+def _is_index(x) -> bool:
+    """A parameter index: an integer ≥ 0 (not a bool)."""
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)) and x >= 0
 
 
 def _scalar(value, name: str) -> float:
