@@ -28,6 +28,10 @@ about 7 % of the 3.5e-2 that θ moved: a difference of algorithm, not of
 rounding.  nadam_ref reproduces each of them to within 3e-7 in float32 and
 3e-16 in float64 over those steps (tests/test_keras.py).
 
+The documentation page's sentence "the variables always store theta +
+beta_1 * m / sqrt(v) instead of theta" does not describe the code of either
+generation: the variables hold θ, here too.
+
 Where ∏, the scalars and their roundings come from (REFERENCE.md §2):
 
 * Both generations keep one shared ∏μ (``momentum_cache`` in optimizer_v2,
