@@ -443,9 +443,10 @@ def test_other_callback_errors_propagate():
 # -- bounds ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("form", ["callable", "2-point"])
-@pytest.mark.parametrize("through_scipy", [False, True])
-@pytest.mark.parametrize("bounds_form", ["Bounds", "pairs"])
+@pytest.mark.parametrize("form, through_scipy, bounds_form", [
+    ("callable", False, "Bounds"), ("callable", True, "pairs"),
+    ("2-point", False, "pairs"), ("2-point", True, "Bounds"),
+])
 def test_bounds_by_projection(form, through_scipy, bounds_form):
     """Rosenbrock with x_0 ≤ 0.8: the minimum is on the bound, at (0.8, 0.64), f = 0.04."""
     fun = Counted(rosen)
