@@ -24,7 +24,14 @@ Why the results are the same bits as NumPy's:
   (REFERENCE.md §3: Numba types ``1 - b1`` with a float32 ``b1`` as float64,
   NumPy 2 keeps float32), and the kernel adds no arithmetic of its own;
 * ``fastmath`` is off, so LLVM neither reorders nor contracts ``a·b + c``
-  into a fused multiply-add; ``sqrt`` and ``/`` are IEEE-exact in both.
+  into a fused multiply-add; ``sqrt`` and ``/`` are IEEE-exact in both;
+* ``error_model="numpy"``: 0/0 gives NaN and x/0 ±inf as in NumPy, where
+  Numba's default would raise ZeroDivisionError (and, checking every
+  division, keep LLVM from vectorising the loop).
+
+The element function is inlined into the loop at Numba's IR level
+(``inline="always"``): called as a separate compiled function it is not
+vectorised, and the step runs several times slower.
 
 Compiled code is cached on disk (``cache=True``): a second process loads it
 instead of compiling.  Arrays that compiled code cannot address element by
@@ -66,23 +73,6 @@ def _pointer(typingctx, address):
         return builder.inttoptr(args[0], cgutils.voidptr_t)
 
     return types.voidptr(address), codegen
-
-
-def _chunks(sizes, chunk):
-    """(tensor index, first element, end element) of every chunk, in order."""
-    counts = (sizes + chunk - 1) // chunk
-    total = 0
-    for i in range(sizes.shape[0]):
-        total += counts[i]
-    table = np.empty((total, 3), np.int64)
-    c = 0
-    for i in range(sizes.shape[0]):
-        for k in range(counts[i]):
-            table[c, 0] = i
-            table[c, 1] = k * chunk
-            table[c, 2] = min((k + 1) * chunk, sizes[i])
-            c += 1
-    return table
 
 
 @njit(cache=True, error_model="numpy")

@@ -84,7 +84,8 @@ class NAdam:
         scalar_dtype: dtype in which each parameter's step count and ∏μ are
             stored.  float64 (the default) is the reference; float32 stores
             them as torch does, which reproduces torch's trajectories.
-        backend: ``"numpy"`` (the readable reference), ``"numba"`` or ``"cuda"``.
+        backend: ``"numba"`` (the default: compiled, bit-identical to the
+            reference), ``"numpy"`` (the readable reference) or ``"cuda"``.
         check_finite: if True, a step whose gradients, parameters or state
             hold a NaN or an infinity raises
             :class:`nadam_ref.functional.NonFiniteError` (a ValueError) naming
@@ -104,7 +105,7 @@ class NAdam:
         *,
         maximize: bool = False,
         scalar_dtype: DTypeLike = np.float64,
-        backend: str = "numpy",
+        backend: str = "numba",
         check_finite: bool = False,
     ):
         functional.check_hyperparameters(lr, betas, eps, weight_decay, momentum_decay)
