@@ -88,7 +88,10 @@ def candidates(case) -> list[Candidate]:
             rules = [None] * len(case.params0)
             try:
                 for g in case.groups:
-                    given = {k: v for k, v in g["hyperparameters"].items() if k not in prof.fixed}
+                    # what the case's own profile fixes (Keras 3's ψ = 1) is not
+                    # the user's choice: the candidate takes its own default
+                    fixed = set(prof.fixed) | set(PROFILES[case.profile].fixed)
+                    given = {k: v for k, v in g["hyperparameters"].items() if k not in fixed}
                     hp = prof.hyperparameters(given)
                     for i in g["params"]:
                         rules[i] = prof.rules(hp, dtype, opts)

@@ -58,28 +58,31 @@ def round_to(x, dtype: DTypeLike):
     """``x`` rounded to nearest (ties to even) in ``dtype`` (float32 or float64),
     overflowing to ±inf and underflowing through the subnormals as IEEE 754 does."""
     dtype = np.dtype(dtype)
+    t = dtype.type
     if not ctx.isfinite(x):
-        return dtype.type(float(x))
-    # float(x) rounds correctly to float64 (mpmath rounds to nearest); a second
-    # rounding to float32 can be off by one where the first landed on a tie,
-    # so settle the result among its neighbours exactly.
-    r = dtype.type(float(x))
+        return t(float(x))
+    big = np.finfo(dtype).max
+    # Beyond max + ½ulp(max) (inclusive: max's last bit is odd) IEEE rounds to ±inf.
+    limit = Exact(float(big)) + (Exact(float(big)) - Exact(float(np.nextafter(big, t(0))))) / 2
+    if abs(x) >= limit:
+        return t(np.inf) if x > 0 else t(-np.inf)
+    with np.errstate(over="ignore"):
+        r = t(float(x))
+    if not np.isfinite(r):
+        r = t(big) if x > 0 else t(-big)
+    # float(x) rounds correctly to float64 (mpmath rounds to nearest) in the
+    # normal range; a second rounding to float32, or a subnormal, can be off by
+    # one where the first landed on a tie, so settle it among the neighbours.
     if dtype == np.float64 and abs(r) >= np.finfo(np.float64).tiny:
         return r
     best, best_err = r, None
-    for c in (np.nextafter(r, dtype.type(-np.inf)), r, np.nextafter(r, dtype.type(np.inf))):
+    bits = np.uint64 if dtype.itemsize == 8 else np.uint32
+    for c in (np.nextafter(r, t(-np.inf)), r, np.nextafter(r, t(np.inf))):
         if not np.isfinite(c):
             continue
         err = abs(Exact(float(c)) - x)
-        if best_err is None or err < best_err or (
-            err == best_err and int(np.array(c).view(np.uint64 if dtype.itemsize == 8 else np.uint32)) % 2 == 0
-        ):
+        if best_err is None or err < best_err or (err == best_err and int(np.array(c).view(bits)) % 2 == 0):
             best, best_err = c, err
-    if not np.isfinite(r) or abs(x) > Exact(float(np.finfo(dtype).max)):
-        # Beyond the largest finite value: overflow unless x rounds down to it.
-        big = np.finfo(dtype).max
-        half_ulp = Exact(float(np.spacing(big))) / 2
-        return dtype.type(big if abs(x) < Exact(float(big)) + half_ulp else np.inf) * (1 if x > 0 else -1)
     return best
 
 
@@ -139,22 +142,7 @@ def exact_run(
         traj = {k: [] for k in out}
         for t in range(1, steps + 1):
             grad = theta if g is None else to_exact(as_real(np.array(g[t - 1])))
-            scalars = advance(
-                step, mu_product, rule["beta1"], rule["beta2"], rule["momentum_decay"],
-                compute_dtype=Exact, state_dtype=to_state, base=rule["momentum_base"],
-            )
-            coef = coefficients(
-                scalars, lr=rule["lr"], beta1=rule["beta1"], beta2=rule["beta2"], eps=rule["eps"],
-                weight_decay=rule["weight_decay"],
-                decoupled_weight_decay=rule["decoupled_weight_decay"], maximize=rule["maximize"],
-                # In exact arithmetic the two ways of applying the step agree.
-                split_update=False, compute_dtype=Exact, dtype=Exact,
-            )
-            # Scalars as 0-d object arrays: an mpf times an ndarray would first
-            # try (slowly) to read the whole array as one number.
-            args = [x if isinstance(x, bool) else np.array(x, dtype=object) for x in coef]
-            # (0-d object arrays come back as bare numbers)
-            theta_new, m, v = (np.asarray(x, dtype=object) for x in nadam_element(theta, grad, m, v, *args))
+            theta_new, m, v, scalars, coef = exact_step(rule, theta, grad, m, v, step, mu_product, to_state)
             if observe is not None:
                 observe(i, t, coef, scalars, theta, grad, theta_new, m, v)
             theta = theta_new
@@ -170,6 +158,29 @@ def exact_run(
             out[k].append(np.array(traj[k], dtype=dtype).reshape((len(traj[k]),) + shape))
         out["mu_product"].append(np.array(traj["mu_product"], dtype=np.float64))
     return out
+
+
+def exact_step(rule: dict, theta, grad, m, v, step, mu_product, to_state: Callable | None = None):
+    """One exact step from any state: object arrays θ, g, m, v (real views),
+    the stored step t−1 and ∏_{i<t} μ_i.  Returns (θ, m, v, scalars, coefficients)."""
+    to_state = to_state or state_rounding(rule.get("state_dtype"))
+    scalars = advance(
+        step, mu_product, rule["beta1"], rule["beta2"], rule["momentum_decay"],
+        compute_dtype=Exact, state_dtype=to_state, base=rule["momentum_base"],
+    )
+    coef = coefficients(
+        scalars, lr=rule["lr"], beta1=rule["beta1"], beta2=rule["beta2"], eps=rule["eps"],
+        weight_decay=rule["weight_decay"],
+        decoupled_weight_decay=rule["decoupled_weight_decay"], maximize=rule["maximize"],
+        # In exact arithmetic the two ways of applying the step agree.
+        split_update=False, compute_dtype=Exact, dtype=Exact,
+    )
+    # Scalars as 0-d object arrays: an mpf times an ndarray would first
+    # try (slowly) to read the whole array as one number; 0-d object arrays
+    # come back as bare numbers, hence the asarray.
+    args = [x if isinstance(x, bool) else np.array(x, dtype=object) for x in coef]
+    theta, m, v = (np.asarray(x, dtype=object) for x in nadam_element(theta, grad, m, v, *args))
+    return theta, m, v, scalars, coef
 
 
 def _back(real: np.ndarray, dtype: np.dtype) -> np.ndarray:

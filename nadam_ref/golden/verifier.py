@@ -63,6 +63,12 @@ class Diagnosis:
     scores: dict = field(default_factory=dict)
     expected_score: float = math.inf
     steps: int = 0
+    also: list = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        """The best candidate and every other one that explains the output as well."""
+        return ([self.best] if self.best else []) + list(self.also)
 
     def __str__(self) -> str:
         return self.verdict
@@ -308,8 +314,11 @@ def diagnose_output(case: Case, actual_param: list[np.ndarray]) -> Diagnosis:
         return Diagnosis("no alternative applies to this case", None, None, False, {}, expected_score, upto)
     best = min(scores, key=lambda k: scores[k])
     s = scores[best]
+    also = [k for k in sorted(scores, key=lambda k: scores[k]) if k != best and scores[k] <= 1.0]
     if s <= 1.0:
         verdict = f"matches {labels[best]} (within its tolerance: {s:.3g})"
+        if also:
+            verdict += "; equally consistent with " + "; ".join(labels[k] for k in also)
         matches = True
     elif s < 0.1 * expected_score:
         verdict = (f"closest to {labels[best]} ({s:.3g} of tolerance, against {expected_score:.3g} "
@@ -319,4 +328,5 @@ def diagnose_output(case: Case, actual_param: list[np.ndarray]) -> Diagnosis:
         verdict = ("no other profile or known mistake explains it better "
                    f"(best: {labels[best]} at {s:.3g} of tolerance, the case itself {expected_score:.3g})")
         best, matches = None, False
-    return Diagnosis(verdict, best, labels.get(best) if best else None, matches, scores, expected_score, upto)
+    return Diagnosis(verdict, best, labels.get(best) if best else None, matches, scores, expected_score, upto,
+                     also if matches else [])

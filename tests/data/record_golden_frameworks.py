@@ -6,7 +6,7 @@ after every step as ``tests/data/golden_frameworks/<framework>--<case>.npz``
 (arrays ``param_0``, ``param_1``, … shaped [steps, *shape]: the plain ACTUAL
 form ``nadam-ref golden verify`` reads).
 
-    python tests/data/record_golden_frameworks.py [--out DIR] [--only FRAMEWORK ...]
+    python tests/data/record_golden_frameworks.py [--out DIR] [--only FRAMEWORK ...] [--cases CASE ...]
 
 Each framework runs in its own subprocess (Keras 3 needs KERAS_BACKEND=torch
 before import, and TensorFlow and JAX are best kept apart).  Versions used
@@ -163,19 +163,23 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--only", nargs="+", choices=sorted(RECORDERS))
+    p.add_argument("--cases", nargs="+", help="record only these suite cases")
     p.add_argument("--framework", help=argparse.SUPPRESS)  # one framework, in this process
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.framework:
         for case_name in RECORDINGS[args.framework]:
+            if args.cases and case_name not in args.cases:
+                continue
             _record_one(args.framework, case_name, out)
             print(f"recorded {recording_path(out, args.framework, case_name)}")
         return 0
     env = {**os.environ, "KERAS_BACKEND": "torch", "TF_CPP_MIN_LOG_LEVEL": "3"}
     status = 0
     for framework in args.only or RECORDERS:
-        r = subprocess.run([sys.executable, __file__, "--framework", framework, "--out", str(out)], env=env)
+        extra = ["--cases", *args.cases] if args.cases else []
+        r = subprocess.run([sys.executable, __file__, "--framework", framework, "--out", str(out), *extra], env=env)
         status = status or r.returncode
     return status
 
