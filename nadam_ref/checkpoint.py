@@ -234,24 +234,30 @@ def _load_bytes(data: bytes) -> dict[str, Any]:
 
 
 def _read_npy_header(f, field: str):
-    version = np.lib.format.read_magic(f)
-    if version == (1, 0):
-        return np.lib.format.read_array_header_1_0(f)
-    if version == (2, 0):
-        return np.lib.format.read_array_header_2_0(f)
+    """(shape, fortran_order, dtype) of a .npy member.  NumPy's header parser
+    evaluates a Python literal, and damaged text can make it raise almost
+    anything (SyntaxError, tokenize.TokenError, …): all of it means "damaged"."""
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            return np.lib.format.read_array_header_1_0(f)
+        if version == (2, 0):
+            return np.lib.format.read_array_header_2_0(f)
+    except Exception as e:
+        raise CheckpointError(f"{field}: unreadable .npy header ({type(e).__name__})") from None
     raise CheckpointError(f"{field}: unsupported .npy version {version}")
 
 
 def _read_metadata(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> dict:
     if info.file_size > MAX_METADATA_BYTES:
         raise CheckpointError(f"metadata is {info.file_size} bytes, more than the {MAX_METADATA_BYTES} allowed")
-    with zf.open(info) as f:
-        shape, fortran, dtype = _read_npy_header(f, "metadata")
-        if shape != () or dtype.kind != "U" or fortran:
-            raise CheckpointError(f"metadata must be a 0-d string array, got shape {shape} and dtype {dtype}")
-        raw = f.read(dtype.itemsize)
-        if len(raw) != dtype.itemsize or f.read(1):
-            raise CheckpointError("metadata has the wrong length")
+    f = io.BytesIO(zf.read(info))  # read whole first, so the zip's CRC is checked before parsing
+    shape, fortran, dtype = _read_npy_header(f, "metadata")
+    if shape != () or dtype.kind != "U" or fortran:
+        raise CheckpointError(f"metadata must be a 0-d string array, got shape {shape} and dtype {dtype}")
+    raw = f.read(dtype.itemsize)
+    if len(raw) != dtype.itemsize or f.read(1):
+        raise CheckpointError("metadata has the wrong length")
     text = str(np.frombuffer(raw, dtype=dtype).reshape(())[()])
     try:
         metadata = json.loads(text, parse_constant=_reject_constant)
@@ -314,13 +320,13 @@ def _read_array(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, spec: tup
     # The declared size must fit before anything is allocated for the array.
     if info.file_size > nbytes + 65536:
         raise CheckpointError(f"{name}: member is {info.file_size} bytes, too large for {shape} of {dtype}")
-    with zf.open(info) as f:
-        header = _read_npy_header(f, name)
-        if header != (shape, False, dtype):
-            raise CheckpointError(f"{name}: stored as shape {header[0]} and dtype {header[2]}, metadata says {shape} and {dtype}")
-        raw = f.read(nbytes)
-        if len(raw) != nbytes or f.read(1):
-            raise CheckpointError(f"{name}: holds the wrong number of bytes")
+    f = io.BytesIO(zf.read(info))
+    header = _read_npy_header(f, name)
+    if header != (shape, False, dtype):
+        raise CheckpointError(f"{name}: stored as shape {header[0]} and dtype {header[2]}, metadata says {shape} and {dtype}")
+    raw = f.read(nbytes)
+    if len(raw) != nbytes or f.read(1):
+        raise CheckpointError(f"{name}: holds the wrong number of bytes")
     if hashlib.sha256(raw).hexdigest() != digest:
         raise CheckpointError(f"{name}: contents do not match their sha256")
     return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
