@@ -357,7 +357,7 @@ def test_a_valid_checkpoint_with_invalid_values_is_refused(saved, tmp_path):
 
 
 def test_every_truncation_and_every_flipped_byte(saved, tmp_path):
-    """Systematically: truncation at every 7th byte, and every 4th byte XOR
+    """Systematically: truncation at every 11th byte, and every 5th byte XOR
     0xFF (header, metadata, array data and zip directory alike), either raise
     CheckpointError or, if the byte only lay in a field zip ignores, load the
     very same state."""
@@ -365,12 +365,12 @@ def test_every_truncation_and_every_flipped_byte(saved, tmp_path):
     data = path.read_bytes()
     expected = state_bits(sd)
     bad = tmp_path / "bad.ckpt"
-    for n in range(0, len(data), 7):
+    for n in range(0, len(data), 11):
         bad.write_bytes(data[:n])
         with pytest.raises(CheckpointError):
             nadam_ref.load(bad)
     accepted = 0
-    for i in range(0, len(data), 4):
+    for i in range(0, len(data), 5):
         flipped = bytearray(data)
         flipped[i] ^= 0xFF
         bad.write_bytes(bytes(flipped))
@@ -380,7 +380,7 @@ def test_every_truncation_and_every_flipped_byte(saved, tmp_path):
             continue
         accepted += 1
         assert state_bits(loaded) == expected, f"byte {i} changed the state silently"
-    assert accepted < len(data) // 40
+    assert accepted < len(data) // 50
 
 
 @FAST

@@ -579,3 +579,86 @@ def test_million_steps_stay_finite_and_underflow_harmlessly(config, element_loop
     np.testing.assert_allclose(theta[ordinary], target[ordinary], atol=10 * HYPER["lr"])
     assert theta[4] == dtype(2.0) and m[4] == 0 and v[4] == 0  # zero gradient: untouched
     assert np.isfinite(theta).all() and np.isfinite(m).all() and np.isfinite(v).all() and (v >= 0).all()
+
+
+# -- the Keras-style front end --------------------------------------------------------------
+
+
+def _keras_problem():
+    keras_front = pytest.importorskip("nadam_ref.keras", reason="the Keras-style front end is not there")
+    rng = np.random.default_rng(2)
+    variables = [rng.standard_normal((2, 3)).astype(np.float32), rng.standard_normal(4), rng.standard_normal(3)]
+    opt = keras_front.Nadam(learning_rate=1e-2)
+    opt.apply_gradients([(rng.standard_normal(v.shape).astype(v.dtype), v) for v in variables[:2]])
+    grads = [rng.standard_normal(v.shape).astype(v.dtype) for v in variables]
+    return opt, variables, grads
+
+
+def _keras_snapshot(opt, variables):
+    return [bits(v) for v in variables], [bits(w) for w in opt.get_weights()], opt.iterations
+
+
+KERAS_FAULTS = {
+    "gradient of wrong shape": lambda vs, gs: [(gs[0], vs[0]), (gs[1], vs[1]), (np.zeros(5), vs[2])],
+    "gradient of wrong dtype": lambda vs, gs: [(gs[0], vs[0]), (gs[1], vs[1]), (gs[2].astype(np.float32), vs[2])],
+    "gradient not an array": lambda vs, gs: [(gs[0], vs[0]), (gs[1], vs[1]), ("grad", vs[2])],
+    "variable twice": lambda vs, gs: [(gs[0], vs[0]), (gs[1], vs[1]), (gs[1], vs[1])],
+    "no gradient at all": lambda vs, gs: [(None, v) for v in vs],
+    "not pairs": lambda vs, gs: [(gs[0], vs[0]), (gs[1], vs[1]), (gs[2],)],
+}
+
+
+@pytest.mark.parametrize("fault", list(KERAS_FAULTS))
+def test_failed_apply_gradients_changes_nothing(fault):
+    """The fault comes last, after two variables that would be updated and one
+    (the third) that would get its first slots: nothing is updated or created."""
+    opt, variables, grads = _keras_problem()
+    before = _keras_snapshot(opt, variables)
+    with pytest.raises((TypeError, ValueError)):
+        opt.apply_gradients(KERAS_FAULTS[fault](variables, grads))
+    assert _keras_snapshot(opt, variables) == before
+    # and the next good step is the one a never-failed twin takes
+    twin, twin_vars, twin_grads = _keras_problem()
+    opt.apply_gradients(list(zip(grads, variables)))
+    twin.apply_gradients(list(zip(twin_grads, twin_vars)))
+    assert _keras_snapshot(opt, variables) == _keras_snapshot(twin, twin_vars)
+
+
+# -- golden files ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def golden_files():
+    pytest.importorskip("nadam_ref.golden.format", reason="the golden file format is not there")
+    import fuzz_loaders
+
+    jsons, npzs = fuzz_loaders.golden_seeds()
+    if not jsons:
+        pytest.skip("no golden suite files to corrupt")
+    return jsons, npzs
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_corrupted_golden_files_give_golden_format_error(golden_files, data):
+    """Truncations, flipped bytes, insertions, splices, and JSON entries of any
+    type replaced or deleted, in the JSON and the .npz form: either
+    GoldenFormatError (a ValueError, one line, naming the field) or a case."""
+    import fuzz_loaders
+    from nadam_ref.golden.format import GoldenFormatError, loads
+
+    jsons, npzs = golden_files
+    form = data.draw(st.sampled_from(["json", "npz"]), label="form")
+    seeds = jsons if form == "json" else npzs
+    raw = data.draw(st.sampled_from(seeds), label="file")
+    if data.draw(st.booleans(), label="structured"):
+        edit = fuzz_loaders.structured_golden_json if form == "json" else fuzz_loaders.structured_golden_npz
+        blob = edit(data, raw)
+    else:
+        blob = fuzz_loaders.mutate_bytes(data, raw, [s for s in seeds if s is not raw])
+    try:
+        with np.errstate(all="ignore"):
+            loads(blob, source="corrupted")
+    except GoldenFormatError as e:
+        assert isinstance(e, ValueError) and "\n" not in str(e)
