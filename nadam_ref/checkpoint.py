@@ -107,7 +107,10 @@ def _encode(state_dict) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         state.append(index)
         for name in STATE_KEYS:
             field = f"state[{index}][{name!r}]"
-            value = np.asarray(to_numpy(entry[name]))
+            try:
+                value = np.asarray(to_numpy(entry[name]))
+            except (TypeError, ValueError) as e:  # a ragged list, say
+                raise CheckpointError(f"{field} is not an array ({e})") from None
             if name in ("step", "mu_product"):
                 if value.shape != () or value.dtype.kind not in "iuf" or value.dtype.newbyteorder("<").str not in SCALAR_DTYPES:
                     raise CheckpointError(f"{field} must be a float32, float64 or integer scalar, got {entry[name]!r}")

@@ -154,6 +154,7 @@ def test_check_finite_is_off_by_default_and_stored():
     assert np.isnan(params[0].data[0, 0]) and np.isfinite(np.delete(params[0].data.ravel(), 0)).all()
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # inf/inf and inf−inf are the point here
 def test_non_finite_gradients_propagate_as_in_torch():
     """NaN, +inf and -inf at different steps and elements: θ and v follow
     torch.optim.NAdam (float32, step and ∏μ stored in float32 as torch does)
@@ -352,6 +353,7 @@ def _leaves(obj, path=()):
             yield from _leaves(v, path + (i,))
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # a NaN state that loads then steps
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_load_state_dict_with_random_junk_is_all_or_nothing(data):
