@@ -23,7 +23,7 @@ from nadam_ref.golden.cli import main as golden_main  # noqa: E402
 from nadam_ref.golden.format import to_json, to_npz  # noqa: E402
 from nadam_ref.golden.generate import draw_inputs  # noqa: E402
 from nadam_ref.golden.reference import replay  # noqa: E402
-from nadam_ref.golden.suite import SUITE, case_bytes, case_file, generate, suite_path  # noqa: E402
+from nadam_ref.golden.suite import SUITE, case_file, suite_path  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RECORDINGS = HERE / "data" / "golden_frameworks"
@@ -44,7 +44,6 @@ def test_oracle_matches_a_hand_derived_first_step():
     m = 0.2, v = 0.004, μ1 = 0.9(1 − ½·0.96^0.004), ∏1 = μ1, v̂ = g²."""
     import mpmath
 
-    mp = mpmath.mp.clone() if hasattr(mpmath.mp, "clone") else mpmath.mp
     with mpmath.workdps(80):
         f = mpmath.mpf
         mu1 = f(0.9) * (1 - f("0.5") * f(0.96) ** f(0.004))
@@ -55,8 +54,7 @@ def test_oracle_matches_a_hand_derived_first_step():
         mhat = mu2 * m / (1 - mu1 * mu2) + (1 - mu1) * 2 / (1 - mu1)
         theta = 1 - f(2e-3) * mhat / (mpmath.sqrt(vhat) + f(1e-8))
         want = float(theta)
-    del mp
-    out = oracle.exact_run([_rule(lr=2e-3)], [np.array([1.0])], [np.array([[2.0]])], [1])
+    out = oracle.exact_run([_rule(lr=2e-3, state_dtype=None)], [np.array([1.0])], [np.array([[2.0]])], [1])
     assert out["param"][0][0, 0] == want
     assert out["exp_avg"][0][0, 0] == float(mpmath.mpf(1 - mpmath.mpf(0.9)) * 2)
 

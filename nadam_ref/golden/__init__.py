@@ -10,10 +10,18 @@ The command line is ``nadam-ref golden list|generate|verify``.
 """
 
 from .format import Case, GoldenFormatError, load, loads, save
-from .generate import make_case
 from .profiles import PROFILES, get_profile
 from .suite import suite_cases, suite_path
 from .verifier import Report, verify
 
 __all__ = ["Case", "GoldenFormatError", "load", "loads", "save", "make_case", "verify", "Report",
            "PROFILES", "get_profile", "suite_path", "suite_cases"]
+
+
+def __getattr__(name):
+    # The oracle needs mpmath (the 'golden' extra); reading and verifying do not.
+    if name == "make_case":
+        from .generate import make_case
+
+        return make_case
+    raise AttributeError(f"module 'nadam_ref.golden' has no attribute {name!r}")

@@ -137,6 +137,11 @@ def _array_in(values, dtype: np.dtype, shape: tuple, where: str) -> np.ndarray:
     if len(values) != n:
         raise GoldenFormatError(f"{where}: has {len(values)} numbers, expected {n} for shape {list(shape)}")
     real = np.array([_num_in(x, where) for x in values], dtype=np.float64)
+    with np.errstate(over="ignore"):
+        narrow = real.astype(np.zeros(0, dtype).real.dtype)
+    if not np.array_equal(narrow.astype(np.float64), real, equal_nan=True):
+        k = int(np.flatnonzero(~((narrow.astype(np.float64) == real) | np.isnan(real)))[0])
+        raise GoldenFormatError(f"{where}: value {real[k]!r} at index {k} is not exactly a {narrow.dtype} number")
     if dtype.kind == "c":
         real = real.reshape(-1, 2)
         return (real[:, 0] + 1j * real[:, 1]).astype(dtype).reshape(shape)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import shlex
 from collections.abc import Sequence
 
 import numpy as np
@@ -83,6 +82,7 @@ def make_case(
         raise ValueError("a case needs at least one parameter shape")
     if steps < 1:
         raise ValueError(f"steps must be ≥ 1, got {steps}")
+    _check_size(shapes, steps)
     if loop not in ("open", "closed:sphere"):
         raise ValueError(f"loop must be 'open' or 'closed:sphere', got {loop!r}")
     if loop != "open" and dtype.kind == "c":
@@ -115,14 +115,6 @@ def make_case(
         description=description, profile_options=options, loop=loop, tolerance_derivation=DERIVATION,
         generated_by=generated_by, oracle_digits=oracle.DIGITS,
     )
-
-
-def command_line(**options) -> str:
-    """The ``nadam-ref golden generate`` command that makes a case with these options."""
-    parts = ["nadam-ref", "golden", "generate"]
-    for k, v in options.items():
-        parts += [f"--{k.replace('_', '-')}", str(v)]
-    return shlex.join(parts)
 
 
 def _check_size(shapes, steps):

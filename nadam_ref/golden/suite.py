@@ -13,7 +13,6 @@ from importlib import resources
 from pathlib import Path
 
 from .format import Case, load, save, to_json, to_npz
-from .generate import make_case
 
 LONG_STEPS = 100_000
 
@@ -95,6 +94,8 @@ def case_file(name: str) -> str:
 
 def generate(name: str) -> Case:
     """Generate the suite case ``name`` with the exact oracle."""
+    from .generate import make_case  # needs mpmath; loading the suite does not
+
     ext, options = SUITE[name]
     return make_case(name, generated_by=f"nadam-ref golden generate --suite --only {name}", **options)
 

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .oracle import Exact
 
 K_M, K_V, K_STEP = 8.0, 10.0, 16.0
 
