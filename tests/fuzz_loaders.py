@@ -6,7 +6,9 @@ Targets and the one error each may raise on bad input:
 
 * ``checkpoint``:  :func:`nadam_ref.load` (an ``.npz`` checkpoint) → CheckpointError;
 * ``golden-json``: :func:`nadam_ref.golden.format.loads` on a JSON case → GoldenFormatError;
-* ``golden-npz``:  the same on an ``.npz`` case → GoldenFormatError.
+* ``golden-npz``:  the same on an ``.npz`` case → GoldenFormatError;
+* ``verifier-output.npy|.npz|.csv``: :func:`nadam_ref.golden.verifier.read_actual`,
+  an implementation's output handed to the verifier → GoldenFormatError.
 
 Inputs are valid files mutated by Hypothesis (run in batches, generation
 only, until the time is up): bit and byte flips, cuts, truncations,
@@ -28,6 +30,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -234,46 +237,85 @@ def _state_bits(sd) -> tuple:
     )
 
 
-def fuzz(seconds: float, seed: int = 0, save_crashes: str | None = None) -> dict:
-    """Fuzz the loaders for ``seconds``; return counts and the crashes found."""
+def actual_seeds() -> tuple[object, dict[str, list[bytes]]]:
+    """A golden case and an implementation's output for it, as the verifier
+    reads it: an .npy (one parameter), an .npz (all) and a .csv."""
+    try:
+        from importlib import resources
+
+        from nadam_ref.golden import format as golden_format
+    except ImportError:
+        return None, {}
+    suite = resources.files("nadam_ref.golden").joinpath("suite")
+    case = golden_format.loads(suite.joinpath("param-groups.json").read_bytes())
+    params = case.expected["param"]
+    npy = _npy(np.ascontiguousarray(params[0]))
+    buf = io.BytesIO()
+    np.savez(buf, **{f"p{i}": a for i, a in enumerate(params)})
+    rows = np.concatenate([a.reshape(a.shape[0], -1) for a in params], axis=1)
+    csv = ("\n".join(",".join(repr(float(x)) for x in row) for row in rows) + "\n").encode()
+    return case, {".npy": [npy], ".npz": [buf.getvalue()], ".csv": [csv]}
+
+
+def fuzz(seconds: float, seed: int = 0, save_crashes: str | None = None, targets: list[str] | None = None) -> dict:
+    """Fuzz the loaders (all, or those named in ``targets``, prefixes
+    allowed) for ``seconds``; return counts and the crashes found."""
+    chosen = targets
     ckpts = checkpoint_seeds()
     expected = {raw: _state_bits(_load_raw(raw)) for raw in ckpts}
+    workdir = tempfile.mkdtemp(prefix="fuzz-loaders-")
+    ckpt_path = os.path.join(workdir, "fuzz.ckpt")
+
+    def load_checkpoint(blob: bytes, structured: bool) -> None:
+        Path(ckpt_path).write_bytes(blob)
+        loaded = nadam_ref.load(ckpt_path)
+        # a splice may carry a whole other seed file (zip tolerates a prefix),
+        # so a state that loads must be one of those saved
+        if not structured and _state_bits(loaded) not in expected.values():
+            raise AssertionError("a byte-mutated checkpoint loaded with a state never saved")
+
+    # target: (seed files, loader(blob, structured), its documented error, structured mutator or None)
+    targets = {"checkpoint": (ckpts, load_checkpoint, CheckpointError, structured_checkpoint)}
     gjson, gnpz = golden_seeds()
-    targets = {"checkpoint": ckpts}
     if gjson:
         from nadam_ref.golden.format import GoldenFormatError, loads
+        from nadam_ref.golden.verifier import read_actual
 
-        targets["golden-json"], targets["golden-npz"] = gjson, gnpz
+        def load_golden(blob: bytes, structured: bool) -> None:
+            loads(blob, source="fuzz")
+
+        targets["golden-json"] = (gjson, load_golden, GoldenFormatError, structured_golden_json)
+        targets["golden-npz"] = (gnpz, load_golden, GoldenFormatError, structured_golden_npz)
+        case, outputs = actual_seeds()
+        for suffix, files in outputs.items():
+            def load_actual(blob: bytes, structured: bool, suffix=suffix) -> None:
+                path = os.path.join(workdir, f"actual{suffix}")
+                Path(path).write_bytes(blob)
+                read_actual(path, case)
+
+            targets[f"verifier-output{suffix}"] = (files, load_actual, GoldenFormatError, None)
+    if chosen:
+        targets = {k: v for k, v in targets.items() if any(k.startswith(c) for c in chosen)}
+        if not targets:
+            raise ValueError(f"no fuzz target matches {chosen}")
     report = {"runs": 0, "seconds": seconds, "by_target": Counter(), "outcomes": Counter(), "crashes": []}
     deadline = time.monotonic() + seconds
-    tmp = tempfile.NamedTemporaryFile(prefix="fuzz-", suffix=".ckpt", delete=False)
-    tmp.close()
 
     def run_one(data: st.DataObject) -> None:
         target = data.draw(st.sampled_from(sorted(targets)), label="target")
-        seeds = targets[target]
+        seeds, loader, documented, restructure = targets[target]
         raw = data.draw(st.sampled_from(seeds), label="seed file")
-        structured = data.draw(st.integers(0, 3), label="mode") == 0
+        structured = restructure is not None and data.draw(st.integers(0, 3), label="mode") == 0
         if structured:
-            mutate = {"checkpoint": structured_checkpoint, "golden-json": structured_golden_json,
-                      "golden-npz": structured_golden_npz}[target]
-            blob = mutate(data, raw)
+            blob = restructure(data, raw)
         else:
             blob = mutate_bytes(data, raw, [s for s in seeds if s is not raw])
         report["runs"] += 1
         report["by_target"][target] += 1
         try:
-            if target == "checkpoint":
-                Path(tmp.name).write_bytes(blob)
-                loaded = nadam_ref.load(tmp.name)
-                # a splice may carry a whole other seed file (zip tolerates a
-                # prefix), so a state that loads must be one of those saved
-                if not structured and _state_bits(loaded) not in expected.values():
-                    raise AssertionError("a byte-mutated checkpoint loaded with a state never saved")
-            else:
-                loads(blob, source="fuzz")
+            loader(blob, structured)
             report["outcomes"][f"{target}: loaded"] += 1
-        except CheckpointError if target == "checkpoint" else GoldenFormatError:
+        except documented:
             report["outcomes"][f"{target}: documented error"] += 1
         except Exception:
             digest = hashlib.sha256(blob).hexdigest()[:16]
@@ -283,15 +325,16 @@ def fuzz(seconds: float, seed: int = 0, save_crashes: str | None = None) -> dict
                 Path(save_crashes, f"{target}-{digest}.bin").write_bytes(blob)
 
     batch = 0
-    warnings.simplefilter("ignore", RuntimeWarning)  # overflow casting junk numbers is expected
     try:
-        while time.monotonic() < deadline:
-            test = settings(max_examples=25, database=None, deadline=None, phases=[Phase.generate],
-                            suppress_health_check=list(HealthCheck))(given(st.data())(run_one))
-            hypothesis_seed(seed * 1_000_003 + batch)(test)()
-            batch += 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # overflow casting junk numbers is expected
+            while time.monotonic() < deadline:
+                test = settings(max_examples=25, database=None, deadline=None, phases=[Phase.generate],
+                                suppress_health_check=list(HealthCheck))(given(st.data())(run_one))
+                hypothesis_seed(seed * 1_000_003 + batch)(test)()
+                batch += 1
     finally:
-        os.unlink(tmp.name)
+        shutil.rmtree(workdir, ignore_errors=True)
     return report
 
 
@@ -310,8 +353,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to fuzz (default 60)")
     parser.add_argument("--seed", type=int, default=0, help="Hypothesis seed of the first batch")
     parser.add_argument("--save-crashes", metavar="DIR", help="write each crashing input to DIR")
+    parser.add_argument("--targets", nargs="+", metavar="NAME",
+                        help="fuzz only these targets (prefixes: checkpoint, golden, verifier-output)")
     args = parser.parse_args(argv)
-    report = fuzz(args.seconds, args.seed, args.save_crashes)
+    report = fuzz(args.seconds, args.seed, args.save_crashes, args.targets)
     print(f"{report['runs']} inputs in {args.seconds:g} s")
     for key, count in sorted(report["outcomes"].items()):
         print(f"  {key:<34} {count}")
