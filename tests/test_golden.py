@@ -118,14 +118,16 @@ def test_float64_single_step_from_any_state_within_one_ulp_of_its_terms():
 
 
 def test_trajectory_distance_from_exact_is_reported_and_small():
-    """The float64 reference along whole trajectories: distance from the exact
-    trajectory in ulps (printed), far inside the derived tolerance."""
-    for name in ("torch-float64", "keras3-float64", "closed-loop-sphere", "shape-large-float64"):
+    """The float reference along whole trajectories, 10⁵ steps included:
+    distance from the exact trajectory in ulps (printed with -s), well inside
+    the derived tolerance."""
+    for name in ("torch-float64", "keras3-float64", "closed-loop-sphere", "shape-large-float64", "long-run",
+                 "torch-float32", "keras3-float32", "optax-float32"):
         case = load(suite_path(name))
         report = verify(case, replay(case), diagnose=False)
-        print(f"{name}: float64 reference vs exact: θ {report.max_ulps['param']:.0f} ulps "
+        print(f"{name}: float reference vs exact: θ {report.max_ulps['param']:.0f} ulps "
               f"({report.max_ratio['param']:.3f} of tolerance)")
-        assert report.passed and report.max_ratio["param"] < 0.5
+        assert report.passed and report.max_ratio["param"] < 0.7
 
 
 # -- the suite -------------------------------------------------------------------------------

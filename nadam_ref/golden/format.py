@@ -15,7 +15,10 @@ this module)::
      "tolerance": {same layout: the absolute error a correct implementation may have},
      "tolerance_derivation", "generated_by", "oracle_digits"}
 
-Arrays are flat lists in C order; complex arrays are (real, imag) pairs.
+Arrays are flat lists in C order; complex arrays are (real, imag) pairs, and
+a complex tolerance bounds the real and the imaginary error separately.
+A case passes when |actual − expected| ≤ tolerance for every element of θ
+(and of m, v, ∏μ where the output has them) at every recorded step.
 Each number is written as the shortest decimal that reads back as the same
 float64 (float32 values are exactly representable as float64), so any
 correct JSON parser recovers every bit; non-finite values are the strings
