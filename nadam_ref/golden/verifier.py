@@ -116,7 +116,19 @@ def read_actual(actual, case: Case) -> dict[str, list[np.ndarray]]:
     same in memory: an array, a list of arrays, a dict {quantity: list}.
     """
     if isinstance(actual, (str, Path)):
-        actual = _read_path(Path(actual), case)
+        path = Path(actual)
+        data = path.read_bytes()  # OSError if it cannot be read at all
+        try:
+            return _normalize(_read_bytes(data, path, case), case)
+        except GoldenFormatError:
+            raise
+        except Exception as e:  # whatever a corrupted file provokes is a format error
+            message = " ".join(str(e).split())[:120]
+            raise GoldenFormatError(f"ACTUAL {path.name}: unreadable ({type(e).__name__}: {message})") from None
+    return _normalize(actual, case)
+
+
+def _normalize(actual, case: Case) -> dict[str, list[np.ndarray]]:
     if isinstance(actual, Case):
         out = {q: actual.expected[q] for q in ("param", "exp_avg", "exp_avg_sq", "mu_product")}
         if actual.record_steps != case.record_steps:
@@ -159,8 +171,7 @@ def _rows(q: str, arrays, case: Case) -> list[np.ndarray]:
     return out
 
 
-def _read_path(path: Path, case: Case):
-    data = path.read_bytes()
+def _read_bytes(data: bytes, path: Path, case: Case):
     suffix = path.suffix.lower()
     if suffix == ".npy":
         try:
@@ -175,14 +186,23 @@ def _read_path(path: Path, case: Case):
             raise GoldenFormatError(f"{path}: not a readable .npz ({type(e).__name__})") from None
         if "meta" in files:
             return loads(data, source=str(path))
-        return [z[k] for k in files]
+        arrays = []
+        for k in files:
+            try:
+                arrays.append(z[k])
+            except Exception as e:
+                raise GoldenFormatError(f"{path}: member {k!r} of the .npz is unreadable ({type(e).__name__})") from None
+        return arrays
     if suffix == ".csv":
         return _read_csv(data, path, case)
     return loads(data, source=str(path))
 
 
 def _read_csv(data: bytes, path: Path, case: Case):
-    rows = list(csv.reader(io.StringIO(data.decode("utf-8", errors="replace"))))
+    try:
+        rows = list(csv.reader(io.StringIO(data.decode("utf-8", errors="replace"), newline="")))
+    except csv.Error as e:
+        raise GoldenFormatError(f"{path}: not a readable CSV ({e})") from None
     try:
         float(rows[0][0])
     except (IndexError, ValueError):
