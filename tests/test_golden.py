@@ -439,3 +439,20 @@ def test_cli_list_generate_verify(tmp_path, capsys):
     assert golden_main(["verify", "torch-float32", str(rec)]) == 0
     (tmp_path / "junk.json").write_text("{not json")
     assert golden_main(["verify", str(tmp_path / "junk.json"), str(rec)]) == 2
+
+
+def test_report_names_the_quantity_that_left_first():
+    """An output with m, v and θ: m is wrong from step 3, θ from step 5 → the
+    report names m at step 3; with only v wrong, v."""
+    case = load(suite_path("torch-float64"))
+    good = replay(case)
+    bad = {q: [a.copy() for a in arrays] for q, arrays in good.items()}
+    bad["exp_avg"][0][2:, 4] *= 1 + 1e-9
+    bad["param"][0][4:, 1] += 1e-9
+    report = verify(case, bad, diagnose=False)
+    assert (report.first_failure.step, report.first_failure.quantity) == (3, "exp_avg")
+    assert report.first_failure.index == (4,) and "m (exp_avg)" in str(report)
+    only_v = {q: [a.copy() for a in arrays] for q, arrays in good.items()}
+    only_v["exp_avg_sq"][0][6, 0] *= 1 + 1e-9
+    report = verify(case, only_v, diagnose=False)
+    assert (report.first_failure.step, report.first_failure.quantity) == (7, "exp_avg_sq")
