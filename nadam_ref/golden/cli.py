@@ -15,6 +15,7 @@ the case's tolerances, 1 when it does not, 2 when a file cannot be read.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return {"list": _list, "generate": _generate, "verify": _verify}[args.command](args)
+    except BrokenPipeError:  # e.g. `nadam-ref golden list | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except GoldenFormatError as e:
         print(f"nadam-ref golden: {e}", file=sys.stderr)
         return 2
