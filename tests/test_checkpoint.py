@@ -9,6 +9,7 @@ CheckpointError and never a partly loaded optimizer.
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import json
 import os
@@ -346,7 +347,6 @@ def test_a_valid_checkpoint_with_invalid_values_is_refused(saved, tmp_path):
     np.lib.format.write_array(buf, np.array(value), allow_pickle=False)
     members["state.0.mu_product.npy"] = buf.getvalue()
     meta = json.loads(str(np.load(io.BytesIO(members["metadata.npy"]), allow_pickle=False)))
-    import hashlib
     meta["arrays"]["state.0.mu_product"]["sha256"] = hashlib.sha256(np.array(value).tobytes()).hexdigest()
     buf = io.BytesIO()
     np.lib.format.write_array(buf, np.array(json.dumps(meta)), allow_pickle=False)

@@ -277,10 +277,6 @@ def test_closure_that_raises_changes_nothing(backend):
     assert snapshot(opt) == before
 
 
-def _valid_state_dict(opt):
-    return opt.state_dict()
-
-
 def _mutations():
     """Ways to spoil a valid state_dict, each with the text its error names."""
 
