@@ -72,34 +72,83 @@ def check_hyperparameters(
         raise ValueError(f"{prefix}Invalid momentum_decay value: {momentum_decay}")
 
 
-def check_array(backend: ModuleType, array, name: str) -> None:
+def is_nadam_dtype(dtype: np.dtype) -> bool:
+    """NAdam updates floating and complex arrays of 4, 8 or 16 bytes: float32,
+    float64, complex64, complex128 (and the long double where it has 16)."""
+    return dtype.kind in "fc" and dtype.itemsize in (4, 8, 16)
+
+
+#: The dtypes NumPy names that NAdam updates, in either byte order, so that
+#: checking an array's dtype is one set lookup.
+_NADAM_DTYPES = frozenset(
+    d
+    for t in (np.float32, np.float64, np.longdouble, np.complex64, np.complex128, np.clongdouble)
+    for d in (np.dtype(t), np.dtype(t).newbyteorder())
+    if is_nadam_dtype(d)
+)
+
+
+def check_array(backend: ModuleType, array, name: str, *, of=None) -> None:
     """A parameter or state array must be a floating (or complex) array the
-    backend can update in place."""
+    backend can update in place.  Errors name it ``name``, or ``name`` of
+    ``of`` (``check_array(backend, m, "exp_avg", of=name)``)."""
     if not backend.is_array(array):
-        raise TypeError(f"{name} must be an array this backend updates in place, got {type(array).__name__}")
-    kind = np.dtype(array.dtype).kind
-    if kind not in "fc" or np.dtype(array.dtype).itemsize not in (4, 8, 16):
         raise TypeError(
-            f"{name} has dtype {array.dtype}; NAdam needs float32, float64, complex64 or complex128"
+            f"{_label(name, of)} must be an array this backend updates in place, got {type(array).__name__}"
+        )
+    if array.dtype not in _NADAM_DTYPES and not is_nadam_dtype(np.dtype(array.dtype)):
+        raise TypeError(
+            f"{_label(name, of)} has dtype {array.dtype}; NAdam needs float32, float64, complex64 or complex128"
         )
     if isinstance(array, np.ndarray) and not array.flags.writeable:
-        raise ValueError(f"{name} is a read-only array; NAdam updates it in place")
+        raise ValueError(f"{_label(name, of)} is a read-only array; NAdam updates it in place")
+
+
+def _hook(backend: ModuleType, name: str):
+    """The backend's optional function ``name``, or None.  (Not ``getattr``
+    with a default: a missing attribute costs it an AttributeError, raised
+    and caught, which is dearer than the rest of a parameter's checks.)"""
+    return vars(backend).get(name)
+
+
+def _label(name, of) -> str:
+    return f"{name} of {of}" if of is not None else str(name)
+
+
+# The arrays of every backend have tuple shapes and NumPy dtypes, compared
+# directly below: a step checks every array, and each conversion costs.
 
 
 def check_grad(backend: ModuleType, param, grad, name: str) -> None:
     """A gradient must be an array of its parameter's shape and dtype."""
     # A backend may read gradients from more places than it updates (CUDA: host or device).
-    is_grad_array = getattr(backend, "is_grad_array", backend.is_array)
+    is_grad_array = _hook(backend, "is_grad_array") or backend.is_array
     if not is_grad_array(grad):
         raise TypeError(f"gradient of {name} must be an array, got {type(grad).__name__}")
-    if tuple(grad.shape) != tuple(param.shape):
+    if grad.shape != param.shape:
         raise ValueError(
             f"gradient of {name} has shape {tuple(grad.shape)}, but the parameter has shape {tuple(param.shape)}"
         )
-    if np.dtype(grad.dtype) != np.dtype(param.dtype):
+    if grad.dtype != param.dtype:
         raise TypeError(
             f"gradient of {name} has dtype {grad.dtype}, but the parameter has dtype {param.dtype}"
         )
+
+
+def check_parameter(backend: ModuleType, param, grad, exp_avg, exp_avg_sq, name: str) -> None:
+    """Everything a step needs of one parameter's arrays: θ, m and v arrays
+    the backend updates in place (:func:`check_array`), g one it reads, all
+    four of θ's shape and dtype.  Raises TypeError or ValueError naming the
+    first problem (in that order: θ, g, m, v)."""
+    check_array(backend, param, name)
+    check_grad(backend, param, grad, name)
+    for state, what in ((exp_avg, "exp_avg"), (exp_avg_sq, "exp_avg_sq")):
+        check_array(backend, state, what, of=name)
+        if state.shape != param.shape or state.dtype != param.dtype:
+            raise ValueError(
+                f"{what} of {name} has shape {tuple(state.shape)} and dtype {state.dtype}; "
+                f"expected {tuple(param.shape)} and {param.dtype}"
+            )
 
 
 class NonFiniteError(ValueError):
@@ -114,20 +163,6 @@ def check_finite_array(module: ModuleType, array, what: str) -> None:
     if bad.any():
         index = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad.ravel())), host.shape))
         raise NonFiniteError(f"{what} is not finite at index {index}: {host[index].item()!r}")
-
-
-class _Text:
-    """Part of an error message, formatted only if the error is raised: a step
-    checks every parameter, and formatting their names costs more than the
-    update of many small ones."""
-
-    __slots__ = ("template", "args")
-
-    def __init__(self, template: str, *args):
-        self.template, self.args = template, args
-
-    def __str__(self) -> str:
-        return self.template.format(*self.args)
 
 
 def as_real(array):
@@ -208,8 +243,8 @@ def plan_step(
     # Optional backend hooks: ``adopt`` brings an array the backend accepts into the form it
     # updates (CUDA: any __cuda_array_interface__ object, as a zero-copy view), ``as_real``
     # replaces the complex-to-real view for arrays NumPy-style indexing cannot view.
-    adopt = getattr(module, "adopt", None)
-    real = getattr(module, "as_real", as_real)
+    adopt = _hook(module, "adopt")
+    real = _hook(module, "as_real") or as_real
     # Parameters at the same point of the schedule share their scalars and coefficients
     # (computed once, and one object, so that a backend can batch them cheaply).
     shared: dict[tuple, tuple[StepScalars, Coefficients]] = {}
@@ -218,23 +253,16 @@ def plan_step(
     ):
         if adopt is not None:
             param, grad, m, v = adopt(param), adopt(grad), adopt(m), adopt(v)
-        check_array(module, param, name)
-        check_grad(module, param, grad, name)
-        for state, what in ((m, "exp_avg"), (v, "exp_avg_sq")):
-            check_array(module, state, _Text("{} of {}", what, name))
-            if tuple(state.shape) != tuple(param.shape) or np.dtype(state.dtype) != np.dtype(param.dtype):
-                raise ValueError(
-                    f"{what} of {name} has shape {tuple(state.shape)} and dtype {state.dtype}; "
-                    f"expected {tuple(param.shape)} and {param.dtype}"
-                )
+        check_parameter(module, param, grad, m, v, name)
         if check_finite:
             check_finite_array(module, grad, f"gradient of {name}")
             check_finite_array(module, param, name)
             check_finite_array(module, m, f"exp_avg of {name}")
             check_finite_array(module, v, f"exp_avg_sq of {name}")
-        real_param = real(param)
+        if param.dtype.kind == "c":  # all four share the dtype: checked above
+            param, grad, m, v = real(param), real(grad), real(m), real(v)
         try:  # float() is exact for the stored step and ∏μ (float32 or float64)
-            key = (float(step), float(mu_product), np.dtype(real_param.dtype))
+            key = (float(step), float(mu_product), param.dtype)
         except (TypeError, ValueError):
             key = None
         if key is None or key not in shared:
@@ -246,16 +274,16 @@ def plan_step(
                 scalars, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
                 weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
                 maximize=maximize, split_update=split_update,
-                compute_dtype=compute_dtype, dtype=real_param.dtype,
+                compute_dtype=compute_dtype, dtype=param.dtype,
             )
             if key is not None:
                 shared[key] = scalars, coefs
         else:
             scalars, coefs = shared[key]
-        plan.params.append(real_param)
-        plan.grads.append(real(grad))
-        plan.exp_avgs.append(real(m))
-        plan.exp_avg_sqs.append(real(v))
+        plan.params.append(param)
+        plan.grads.append(grad)
+        plan.exp_avgs.append(m)
+        plan.exp_avg_sqs.append(v)
         plan.scalars.append(scalars)
         plan.coefficients.append(coefs)
     return plan
