@@ -100,12 +100,12 @@ def golden_seeds() -> tuple[list[bytes], list[bytes]]:
 # -- structured edits ---------------------------------------------------------------------
 
 
-def _zip_members(data: bytes) -> dict[str, bytes]:
+def zip_members(data: bytes) -> dict[str, bytes]:
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         return {name: zf.read(name) for name in zf.namelist()}
 
 
-def _rezip(members: dict[str, bytes]) -> bytes:
+def rezip(members: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
         for name, data in members.items():
@@ -158,7 +158,7 @@ def _edit_json(data: st.DataObject, doc):
 def structured_checkpoint(data: st.DataObject, raw: bytes) -> bytes:
     """Edit the metadata JSON (or swap in a junk array member) and rebuild a
     well-formed zip, so the damage is in the content, not the CRCs."""
-    members = _zip_members(raw)
+    members = zip_members(raw)
     if data.draw(st.booleans(), label="edit metadata"):
         meta = json.loads(str(np.load(io.BytesIO(members["metadata.npy"]), allow_pickle=False)))
         members["metadata.npy"] = _npy(np.array(json.dumps(_edit_json(data, meta))))
@@ -168,7 +168,7 @@ def structured_checkpoint(data: st.DataObject, raw: bytes) -> bytes:
             np.zeros(3), np.float32(-1), np.float64(np.nan), np.array("text"), np.zeros((2, 3), np.float32),
             np.ones(3, np.complex128), np.arange(4, dtype=np.int64), np.zeros(0), np.float32(2.0),
         ]), label="array"))
-    return _rezip(members)
+    return rezip(members)
 
 
 def structured_golden_json(data: st.DataObject, raw: bytes) -> bytes:
@@ -176,7 +176,7 @@ def structured_golden_json(data: st.DataObject, raw: bytes) -> bytes:
 
 
 def structured_golden_npz(data: st.DataObject, raw: bytes) -> bytes:
-    members = _zip_members(raw)
+    members = zip_members(raw)
     if data.draw(st.booleans(), label="edit meta"):
         meta = json.loads(np.load(io.BytesIO(members["meta.npy"]), allow_pickle=False).tobytes())
         members["meta.npy"] = _npy(np.frombuffer(json.dumps(_edit_json(data, meta)).encode(), np.uint8))
@@ -186,7 +186,7 @@ def structured_golden_npz(data: st.DataObject, raw: bytes) -> bytes:
             np.zeros(3), np.array("text"), np.zeros((2, 3), np.float32), np.ones(3, np.complex128), np.zeros(0),
             np.zeros(10**6, np.uint8),
         ]), label="array"))
-    return _rezip(members)
+    return rezip(members)
 
 
 # -- byte edits ---------------------------------------------------------------------------

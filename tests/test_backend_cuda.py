@@ -24,7 +24,7 @@ import nadam_ref  # noqa: E402
 from nadam_ref import NAdam, Parameter, backend_cuda, functional  # noqa: E402
 from numba import cuda  # noqa: E402
 
-from torch_cases import CASES, has_grad, nadam_ref_groups  # noqa: E402
+from torch_cases import CASES, has_grad, param_groups  # noqa: E402
 
 SIMULATOR = backend_cuda.SIMULATOR
 if not SIMULATOR and not cuda.is_available():
@@ -200,7 +200,7 @@ def test_follows_recorded_torch(case, dtype):
         initial = [f[f"{dtype}/param{i}/initial"] for i in range(n)]
         grads = [f[f"{dtype}/param{i}/grads"][:TORCH_STEPS] for i in range(n)]
         theta = [f[f"{dtype}/param{i}/theta"][:TORCH_STEPS] for i in range(n)]
-    opt = NAdam(nadam_ref_groups(case, [np.array(x) for x in initial]), scalar_dtype=np.float32, backend="cuda")
+    opt = NAdam(param_groups(case, [np.array(x) for x in initial]), scalar_dtype=np.float32, backend="cuda")
     params = [p for g in opt.param_groups for p in g["params"]]
     for t in range(TORCH_STEPS):
         for p, g in zip(params, grads):

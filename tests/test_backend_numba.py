@@ -271,7 +271,6 @@ def test_many_small_parameters_in_groups_one_call_per_group_and_dtype(monkeypatc
             backend_numba, name,
             lambda *args, _kernel=kernel: (calls.append(len(args[0])), _kernel(*args))[1],
         )
-    rng = np.random.default_rng(7)
     dtypes = [np.float32, np.float64, np.complex64]
 
     def make_optimizer(backend):

@@ -13,12 +13,13 @@ import hashlib
 import io
 import json
 import os
-import zipfile
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from fuzz_loaders import rezip, zip_members
 
 import nadam_ref
 from nadam_ref import NAdam, Parameter, checkpoint
@@ -231,16 +232,7 @@ def test_invalid_state_dict_is_not_saved(saved, case):
 
 
 def _members(path) -> dict[str, bytes]:
-    with zipfile.ZipFile(path) as zf:
-        return {name: zf.read(name) for name in zf.namelist()}
-
-
-def _rezip(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
+    return zip_members(path.read_bytes())
 
 
 def _with_metadata(path, change) -> bytes:
@@ -252,7 +244,7 @@ def _with_metadata(path, change) -> bytes:
     buf = io.BytesIO()
     np.lib.format.write_array(buf, np.array(json.dumps(meta)), allow_pickle=False)
     members["metadata.npy"] = buf.getvalue()
-    return _rezip(members)
+    return rezip(members)
 
 
 def _with_array(path, name, array) -> bytes:
@@ -260,7 +252,7 @@ def _with_array(path, name, array) -> bytes:
     buf = io.BytesIO()
     np.lib.format.write_array(buf, array, allow_pickle=True)
     members[f"{name}.npy"] = buf.getvalue()
-    return _rezip(members)
+    return rezip(members)
 
 
 def _meta(change):
@@ -289,7 +281,7 @@ CORRUPTIONS = {
     "empty file": (lambda p: b"", "not a readable checkpoint"),
     "not a zip": (lambda p: b"hello world" * 50, "not a readable checkpoint"),
     "truncated to half": (lambda p: p.read_bytes()[: len(p.read_bytes()) // 2], "not a readable checkpoint"),
-    "an ordinary npz": (lambda p: _rezip({"a.npy": _members(p)["state.0.exp_avg.npy"]}), "no metadata"),
+    "an ordinary npz": (lambda p: rezip({"a.npy": _members(p)["state.0.exp_avg.npy"]}), "no metadata"),
     "metadata not JSON": (lambda p: _with_array(p, "metadata", np.array("{not json")), "JSON"),
     "metadata not a string": (lambda p: _with_array(p, "metadata", np.zeros(3)), "metadata"),
     "metadata an object array": (lambda p: _with_array(p, "metadata", np.array([{"a": 1}], dtype=object)), "metadata"),
@@ -311,9 +303,9 @@ CORRUPTIONS = {
     "array dtype object": (_meta(_set("|O", "arrays", "state.0.exp_avg", "dtype")), "dtype"),
     "array shape wrong": (_meta(_set([3, 2], "arrays", "state.0.exp_avg", "shape")), "shape"),
     "array digest wrong": (_meta(_set("0" * 64, "arrays", "state.0.exp_avg", "sha256")), "sha256"),
-    "array member missing": (lambda p: _rezip({k: v for k, v in _members(p).items() if k != "state.2.step.npy"}),
+    "array member missing": (lambda p: rezip({k: v for k, v in _members(p).items() if k != "state.2.step.npy"}),
                              "missing"),
-    "extra member": (lambda p: _rezip({**_members(p), "evil.npy": b"x"}), "extra"),
+    "extra member": (lambda p: rezip({**_members(p), "evil.npy": b"x"}), "extra"),
     "array replaced by an object array": (
         lambda p: _with_array(p, "state.0.exp_avg", np.array([None] * 6, dtype=object).reshape(2, 3)), "state.0.exp_avg"),
     "array of another shape": (lambda p: _with_array(p, "state.0.exp_avg", np.zeros(6, np.float32)), "state.0.exp_avg"),
@@ -351,7 +343,7 @@ def test_a_valid_checkpoint_with_invalid_values_is_refused(saved, tmp_path):
     buf = io.BytesIO()
     np.lib.format.write_array(buf, np.array(json.dumps(meta)), allow_pickle=False)
     members["metadata.npy"] = buf.getvalue()
-    (tmp_path / "x.ckpt").write_bytes(_rezip(members))
+    (tmp_path / "x.ckpt").write_bytes(rezip(members))
     with pytest.raises(CheckpointError, match=r"mu_product.*\[0, 1\]"):
         nadam_ref.load(tmp_path / "x.ckpt")
 

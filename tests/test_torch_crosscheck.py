@@ -16,7 +16,7 @@ import pytest
 
 import nadam_ref
 from nadam_ref.torch_interop import from_torch_state_dict, to_torch_state_dict
-from torch_cases import CASES, STEPS, has_grad, nadam_ref_groups, problem, run_torch
+from torch_cases import CASES, STEPS, has_grad, param_groups, run_torch
 
 DATA = pathlib.Path(__file__).parent / "data" / "torch"
 TOLERANCE = {"float32": 2e-6, "float64": 1e-14}
@@ -35,7 +35,7 @@ def recorded(case: str, dtype: str):
 def run_nadam_ref(case, params0, grads, steps=STEPS, *, first=0, state=None, **kwargs):
     """θ after each step of nadam_ref.NAdam fed the recorded gradients."""
     arrays = [np.array(x) for x in params0]  # copies, and 0-d stays an array
-    opt = nadam_ref.NAdam(nadam_ref_groups(case, arrays), **kwargs)
+    opt = nadam_ref.NAdam(param_groups(case, arrays), **kwargs)
     if state is not None:
         opt.load_state_dict(state)
     params = [p for g in opt.param_groups for p in g["params"]]
@@ -163,12 +163,7 @@ def test_nadam_ref_state_continues_in_torch(case, dtype):
     full, _ = run_nadam_ref(case, params0, grads, steps=400, scalar_dtype=np.float32)
     head, opt = run_nadam_ref(case, params0, grads, steps=200, scalar_dtype=np.float32)
     tensors = [torch.tensor(traj[-1].copy()) for traj in head]
-    groups, k = [], 0
-    for group in CASES[case]:
-        n = len(group["params"])
-        groups.append({"params": tensors[k : k + n], **group["options"]})
-        k += n
-    topt = torch.optim.NAdam(groups, foreach=False)
+    topt = torch.optim.NAdam(param_groups(case, tensors), foreach=False)
     topt.load_state_dict(to_torch_state_dict(opt.state_dict()))
     errs = []
     for t in range(200, 400):

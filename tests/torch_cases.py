@@ -79,12 +79,7 @@ def run_torch(case: str, dtype, steps: int = STEPS, *, state_at: int | None = No
 
     params0, grads = problem(case, dtype)
     tensors = [torch.tensor(x.copy()) for x in params0]
-    groups, k = [], 0
-    for group in CASES[case]:
-        n = len(group["params"])
-        groups.append({"params": tensors[k : k + n], **group["options"]})
-        k += n
-    opt = torch.optim.NAdam(groups, foreach=False)
+    opt = torch.optim.NAdam(param_groups(case, tensors), foreach=False)
     trajectory = [np.empty((steps, *x.shape), x.dtype) for x in params0]
     saved = None
     for t in range(steps):
@@ -98,8 +93,8 @@ def run_torch(case: str, dtype, steps: int = STEPS, *, state_at: int | None = No
     return trajectory, saved
 
 
-def nadam_ref_groups(case: str, arrays):
-    """The parameter groups of ``case`` for nadam_ref.NAdam over ``arrays``."""
+def param_groups(case: str, arrays):
+    """The parameter groups of ``case`` over ``arrays`` (NumPy arrays or torch tensors)."""
     groups, k = [], 0
     for group in CASES[case]:
         n = len(group["params"])

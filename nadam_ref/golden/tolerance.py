@@ -80,7 +80,7 @@ class ToleranceBound:
         u_c = unit_roundoff(cdt)
         u_s = unit_roundoff(rule.get("state_dtype") or np.float64)
         f = lambda a: np.array(a, dtype=np.float64)  # noqa: E731 exact → float64, for bounds only
-        th_old, g, th, mm, vv = f(theta_old), f(grad), f(theta), f(m), f(v)
+        th_old, g, th, vv = f(theta_old), f(grad), f(theta), f(v)
         st = self.state.get(i)
         if st is None:
             z = np.zeros_like(th)
