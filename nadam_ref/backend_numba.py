@@ -43,6 +43,7 @@ same bits.
 from __future__ import annotations
 
 import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
@@ -202,9 +203,12 @@ def _update_serial(
 class _Layout:
     """Where one array's elements lie, in elements from the lowest address the
     array touches (``base``, in bytes): how far it spans, where element
-    [0, …, 0] is, and the strides.  ``dense`` arrays fill their span."""
+    [0, …, 0] is, and the strides.  ``dense`` arrays fill their span.
+    ``geometry`` is the array's shape and strides in bytes, as it was read."""
 
-    __slots__ = ("base", "span", "offset", "shape", "strides", "dense_strides", "compilable")
+    __slots__ = (
+        "size", "base", "span", "offset", "shape", "strides", "dense_strides", "compilable", "geometry", "ref",
+    )
 
     def __init__(self, array: np.ndarray):
         itemsize = array.itemsize
@@ -215,14 +219,16 @@ class _Layout:
                 low += s * (n - 1)
             else:
                 high += s * (n - 1)
+        self.size = array.size
         self.base = low
         self.span = (high - low) // itemsize + 1
         self.offset = (data - low) // itemsize
         self.shape = array.shape
         self.strides = tuple(s // itemsize for s in array.strides)
+        self.geometry = array.shape + array.strides
         #: the strides if the array is dense: four dense arrays with equal
         #: strides are walked as one flat run each, in memory order
-        self.dense_strides = self.strides if self.span == array.size else None
+        self.dense_strides = self.strides if self.span == self.size else None
         # Compiled code addresses whole, aligned, native-order elements only.
         self.compilable = bool(
             array.dtype.isnative
@@ -230,28 +236,31 @@ class _Layout:
             and low % itemsize == 0
             and all(s % itemsize == 0 for s in array.strides)
         )
+        self.ref = None  # a weak reference to the array while _layouts holds the layout
 
 
-#: id(array) → (weak reference, shape, strides, layout).  Reading an array's
-#: address costs about 2 µs, a lookup here a tenth of that, and many small
-#: parameters make it count.  The address cannot change while the entry
-#: lives: NumPy refuses to resize an array that has a weak reference (short of
-#: ``resize(refcheck=False)``, which it documents as unsafe), and the entry
-#: is dropped when the array dies, before its id can be reused.
-_layouts: dict[int, tuple] = {}
+#: id(array) → its layout.  Reading an array's address costs about 2 µs, a
+#: lookup here a tenth of that, and many small parameters make it count.  The
+#: entry is the array's: it is dropped when the array dies (by the weak
+#: reference's callback, which CPython runs before the array's memory, and
+#: so its id, can be reused).  The address cannot change while the array
+#: lives: NumPy refuses to resize an array that has a weak reference (short
+#: of ``resize(refcheck=False)``, which it documents as unsafe).  Its shape
+#: and strides can (``a.shape = ...``), so a lookup compares them.
+_layouts: dict[int, _Layout] = {}
 
 
 def _layout(array: np.ndarray) -> _Layout:
     key = id(array)
-    entry = _layouts.get(key)
-    if entry is not None and entry[0]() is array and entry[1] == array.shape and entry[2] == array.strides:
-        return entry[3]
+    layout = _layouts.get(key)
+    if layout is not None and layout.geometry == array.shape + array.strides:
+        return layout
     layout = _Layout(array)
     try:
-        ref = weakref.ref(array, lambda _, key=key: _layouts.pop(key, None))
+        layout.ref = weakref.ref(array, lambda _, key=key: _layouts.pop(key, None))
     except TypeError:  # a subclass without weak references: not remembered
         return layout
-    _layouts[key] = (ref, array.shape, array.strides, layout)
+    _layouts[key] = layout
     return layout
 
 
@@ -275,47 +284,69 @@ def _strided_shape(layouts) -> tuple[list[int], list[list[int]]]:
     return shape, strides
 
 
-class _Batch:
-    """The tensors of one compiled call: same dtype, same coefficients."""
+#: How many tables :func:`_table` keeps: one per batch of a step (in practice
+#: one per parameter group and dtype), for the few optimizers of a process.
+_TABLES_KEPT = 16
+#: flat tuple of a batch's layouts (θ, g, m, v of each tensor) → its table.
+_tables: OrderedDict[tuple, tuple] = OrderedDict()
 
-    __slots__ = ("sizes", "bases", "spans", "offsets", "strided")
 
-    def __init__(self):
-        self.sizes: list[int] = []
-        self.bases: list[tuple] = []
-        self.spans: list[tuple] = []
-        self.offsets: list[tuple] = []
-        self.strided: dict[int, tuple] = {}  # index → layouts of tensors that need strides
+def _table(layouts: tuple) -> tuple:
+    """The arrays describing a batch to the compiled code, and its number of
+    elements, from its layouts (θ, g, m, v of each tensor in turn).
 
-    def run(self, itemsize: int, coef: Coefficients) -> None:
-        count = len(self.sizes)
-        ndims = np.zeros(count, np.int64)
-        depth = 1
-        described = {}
-        for i, layouts in self.strided.items():
-            described[i] = _strided_shape(layouts)
-            depth = max(depth, len(described[i][0]))
-        shapes = np.ones((count, depth), np.int64)
-        strides = np.zeros((count, 4, depth), np.int64)
-        for i, (shape, per_array) in described.items():
-            ndims[i] = len(shape)
-            shapes[i, : len(shape)] = shape
-            strides[i, :, : len(shape)] = per_array
-        args = (
-            np.array(self.sizes, np.int64), np.int64(itemsize),
-            np.array(self.bases, np.int64), np.array(self.spans, np.int64), np.array(self.offsets, np.int64),
-            ndims, shapes, strides, *coef,
-        )
-        if sum(self.sizes) < PARALLEL_THRESHOLD:
-            _update_serial(*args)
-            return
-        # Threads take chunks one at a time rather than a fixed share each: on a
-        # shared machine a thread that loses its core then delays one chunk, not half the step.
-        previous = set_parallel_chunksize(1)
-        try:
-            _update_parallel(*args)
-        finally:
-            set_parallel_chunksize(previous)
+    A layout object stands for fixed values (see :func:`_layout`), so the
+    table of the same layouts is the same: kept, a step of the same arrays as
+    the last one skips building it, which costs more than the update of many
+    small tensors.
+    """
+    table = _tables.get(layouts)
+    if table is not None:
+        _tables.move_to_end(layouts)
+        return table
+    count = len(layouts) // 4
+    quads = [layouts[4 * i : 4 * i + 4] for i in range(count)]
+    # Tensors whose four arrays are not dense with equal strides are walked along their strides.
+    described = {
+        i: _strided_shape(quad)
+        for i, quad in enumerate(quads)
+        if quad[0].dense_strides is None
+        or not (quad[0].dense_strides == quad[1].dense_strides == quad[2].dense_strides == quad[3].dense_strides)
+    }
+    depth = max((len(shape) for shape, _ in described.values()), default=1)
+    ndims = np.zeros(count, np.int64)
+    shapes = np.ones((count, depth), np.int64)
+    strides = np.zeros((count, 4, depth), np.int64)
+    for i, (shape, per_array) in described.items():
+        ndims[i] = len(shape)
+        shapes[i, : len(shape)] = shape
+        strides[i, :, : len(shape)] = per_array
+    sizes = np.array([quad[0].size for quad in quads], np.int64).reshape(count)
+    bases, spans, offsets = (
+        np.array([getattr(lay, field) for lay in layouts], np.int64).reshape(count, 4)
+        for field in ("base", "span", "offset")
+    )
+    table = (sizes, bases, spans, offsets, ndims, shapes, strides), int(sizes.sum())
+    _tables[layouts] = table
+    if len(_tables) > _TABLES_KEPT:
+        _tables.popitem(last=False)
+    return table
+
+
+def _run(layouts: tuple, itemsize: int, coef: Coefficients) -> None:
+    """One compiled call over a batch: tensors of one dtype and coefficients."""
+    arrays, total = _table(layouts)
+    args = (arrays[0], np.int64(itemsize), *arrays[1:], *coef)
+    if total < PARALLEL_THRESHOLD:
+        _update_serial(*args)
+        return
+    # Threads take chunks one at a time rather than a fixed share each: on a
+    # shared machine a thread that loses its core then delays one chunk, not half the step.
+    previous = set_parallel_chunksize(1)
+    try:
+        _update_parallel(*args)
+    finally:
+        set_parallel_chunksize(previous)
 
 
 def update(
@@ -327,33 +358,24 @@ def update(
 ) -> None:
     """Update each real-valued (θ, m, v) in place with its own coefficients:
     one compiled call per (dtype, coefficients) set."""
-    batches: dict[tuple, _Batch] = {}
+    batches: dict[tuple, list] = {}  # (dtype, coefficients) → layouts of its tensors, flat
     by_numpy = []
-    last_key, batch = None, None
+    last_coef, last_dtype, batch = None, None, None
     for param, grad, exp_avg, exp_avg_sq, coef in zip(params, grads, exp_avgs, exp_avg_sqs, coefficients):
-        size = param.size
-        if size == 0:
+        if param.size == 0:
             continue
         layouts = lp, lg, lm, lv = _layout(param), _layout(grad), _layout(exp_avg), _layout(exp_avg_sq)
         if not (lp.compilable and lg.compilable and lm.compilable and lv.compilable):
             by_numpy.append((param, grad, exp_avg, exp_avg_sq, coef))
             continue
-        key = (param.dtype, coef)
-        if last_key is None or key[1] is not last_key[1] or key[0] != last_key[0]:
-            batch = batches.get(key)
-            if batch is None:
-                batch = batches[key] = _Batch()
-            last_key = key
-        i = len(batch.sizes)
-        batch.sizes.append(size)
-        batch.bases.append((lp.base, lg.base, lm.base, lv.base))
-        batch.spans.append((lp.span, lg.span, lm.span, lv.span))
-        batch.offsets.append((lp.offset, lg.offset, lm.offset, lv.offset))
-        dense = lp.dense_strides
-        if dense is None or not (dense == lg.dense_strides == lm.dense_strides == lv.dense_strides):
-            batch.strided[i] = layouts
-    for (dtype, coef), batch in batches.items():
-        batch.run(dtype.itemsize, coef)
+        # Parameters of a step share one coefficients object: comparing by identity first
+        # finds the batch of the one before without hashing the coefficients.
+        if coef is not last_coef or param.dtype != last_dtype:
+            batch = batches.setdefault((param.dtype, coef), [])
+            last_coef, last_dtype = coef, param.dtype
+        batch += layouts
+    for (dtype, coef), layouts in batches.items():
+        _run(tuple(layouts), dtype.itemsize, coef)
     if by_numpy:
         backend_numpy.update(*map(list, zip(*by_numpy)))
 
