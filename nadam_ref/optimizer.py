@@ -201,34 +201,26 @@ class NAdam:
         """
         loss = closure() if closure is not None else None
         backend = functional.get_backend(self.backend)
-        plans, new_states = [], []
+        plans = []
         for g, group in enumerate(self.param_groups):
             self._check_group(group, g)
-            live, names = [], []
-            for i, p in enumerate(group["params"]):
-                if p.grad is not None:
-                    live.append(p)
-                    names.append(_ParamName(g, i, p))
-            states = []
-            for p in live:
-                states.append(self.state.get(p) or self._fresh_state(backend, p))
+            live = [(i, p) for i, p in enumerate(group["params"]) if p.grad is not None]
+            states = [self.state.get(p) or self._fresh_state(backend, p) for _, p in live]
             beta1, beta2 = group["betas"]
-            plans.append(
-                functional.plan_step(
-                    [p.data for p in live], [p.grad for p in live],
-                    [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-                    [s["step"] for s in states], [s["mu_product"] for s in states],
-                    lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
-                    weight_decay=group["weight_decay"], momentum_decay=group["momentum_decay"],
-                    decoupled_weight_decay=group["decoupled_weight_decay"], maximize=group["maximize"],
-                    scalar_dtype=self.scalar_dtype, backend=self.backend, names=names,
-                    check_finite=self.check_finite,
-                )
+            plan = functional.plan_step(
+                [p.data for _, p in live], [p.grad for _, p in live],
+                [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                [s["step"] for s in states], [s["mu_product"] for s in states],
+                lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                weight_decay=group["weight_decay"], momentum_decay=group["momentum_decay"],
+                decoupled_weight_decay=group["decoupled_weight_decay"], maximize=group["maximize"],
+                scalar_dtype=self.scalar_dtype, backend=self.backend,
+                names=[_ParamName(g, i, p) for i, p in live], check_finite=self.check_finite,
             )
-            new_states.append((live, states))
-        for plan, (live, states) in zip(plans, new_states):
+            plans.append((plan, live, states))
+        for plan, live, states in plans:
             steps, mu_products = plan.run()
-            for p, s, step, mu_product in zip(live, states, steps, mu_products):
+            for (_, p), s, step, mu_product in zip(live, states, steps, mu_products):
                 s["step"], s["mu_product"] = step, mu_product
                 self.state[p] = s
         return loss
