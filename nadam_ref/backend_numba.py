@@ -145,19 +145,33 @@ def _run_chunk(
 
 @njit(cache=True)
 def _chunks(sizes, chunk):
-    """(tensor, first element, end element) of every chunk, tensor by tensor."""
+    """The work of a step as pieces, (tensor, first element, end element),
+    each at most ``chunk`` elements of one tensor, and the pieces grouped into
+    units of about ``chunk`` elements: unit u is pieces [units[u], units[u + 1]).
+    A large tensor is split over several units; many small tensors share one,
+    so that each unit is worth handing to a thread."""
     total = 0
     for i in range(sizes.shape[0]):
         total += (sizes[i] + chunk - 1) // chunk
-    table = np.empty((total, 3), np.int64)
+    pieces = np.empty((total, 3), np.int64)
+    units = np.empty(total + 1, np.int64)
     c = 0
+    u = 0
+    filled = chunk  # elements in the unit being filled: a full one, so the first piece opens a unit
     for i in range(sizes.shape[0]):
         for start in range(0, sizes[i], chunk):
-            table[c, 0] = i
-            table[c, 1] = start
-            table[c, 2] = min(start + chunk, sizes[i])
+            stop = min(start + chunk, sizes[i])
+            if filled + stop - start > chunk:
+                units[u] = c
+                u += 1
+                filled = 0
+            pieces[c, 0] = i
+            pieces[c, 1] = start
+            pieces[c, 2] = stop
+            filled += stop - start
             c += 1
-    return table
+    units[u] = c
+    return pieces, units[: u + 1]
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -167,16 +181,17 @@ def _update_parallel(
     decay_factor, momentum_weight, grad_weight, momentum_step, grad_step,
     bias_correction2, maximize, split_update,
 ):
-    """Every tensor of the table, its chunks spread over the cores."""
-    chunks = _chunks(sizes, CHUNK)
-    for c in prange(chunks.shape[0]):
-        _run_chunk(
-            chunks[c, 0], chunks[c, 1], chunks[c, 2], itemsize,
-            bases, spans, offsets, ndims, shapes, strides,
-            beta1, one_minus_beta1, beta2, one_minus_beta2, lr, eps, weight_decay,
-            decay_factor, momentum_weight, grad_weight, momentum_step, grad_step,
-            bias_correction2, maximize, split_update,
-        )
+    """Every tensor of the table, in units of about CHUNK elements spread over the cores."""
+    pieces, units = _chunks(sizes, CHUNK)
+    for u in prange(units.shape[0] - 1):
+        for c in range(units[u], units[u + 1]):
+            _run_chunk(
+                pieces[c, 0], pieces[c, 1], pieces[c, 2], itemsize,
+                bases, spans, offsets, ndims, shapes, strides,
+                beta1, one_minus_beta1, beta2, one_minus_beta2, lr, eps, weight_decay,
+                decay_factor, momentum_weight, grad_weight, momentum_step, grad_step,
+                bias_correction2, maximize, split_update,
+            )
 
 
 @njit(cache=True, error_model="numpy")
