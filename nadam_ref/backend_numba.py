@@ -355,8 +355,8 @@ def _run(layouts: tuple, itemsize: int, coef: Coefficients) -> None:
     if total < PARALLEL_THRESHOLD:
         _update_serial(*args)
         return
-    # Threads take chunks one at a time rather than a fixed share each: on a
-    # shared machine a thread that loses its core then delays one chunk, not half the step.
+    # Threads take units one at a time rather than a fixed share each: on a
+    # shared machine a thread that loses its core then delays one unit, not half the step.
     previous = set_parallel_chunksize(1)
     try:
         _update_parallel(*args)
