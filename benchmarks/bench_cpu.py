@@ -47,7 +47,9 @@ from pathlib import Path
 import numpy as np
 from numba import njit, prange
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# This checkout's nadam_ref, whichever copy is installed (an editable install can point elsewhere).
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]
 from _timing import format_seconds, format_table, interleaved_times, machine, median, write_json  # noqa: E402
 
 from nadam_ref import backend_numba, functional  # noqa: E402
@@ -167,7 +169,8 @@ def first_steps() -> dict:
     """The first step of a new process, with an empty cache and then a filled one."""
     out = {}
     with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache, "PYTHONPATH": path}
         for name in ("cold", "warm"):
             done = subprocess.run(
                 [sys.executable, "-c", FIRST_STEP_SCRIPT], env=env, capture_output=True, text=True, check=True
