@@ -272,11 +272,19 @@ def _layout(array: np.ndarray) -> _Layout:
         return layout
     layout = _Layout(array)
     try:
-        layout.ref = weakref.ref(array, lambda _, key=key: _layouts.pop(key, None))
+        layout.ref = weakref.ref(array, lambda _, key=key: _forget(key))
     except TypeError:  # a subclass without weak references: not remembered
         return layout
     _layouts[key] = layout
     return layout
+
+
+def _forget(key: int) -> None:
+    """An array with a layout died: drop its layout, and the kept tables,
+    which may describe it (so that they hold no memory for the dead; the
+    next step rebuilds what it needs)."""
+    _layouts.pop(key, None)
+    _tables.clear()
 
 
 def _strided_shape(layouts) -> tuple[list[int], list[list[int]]]:
@@ -302,7 +310,8 @@ def _strided_shape(layouts) -> tuple[list[int], list[list[int]]]:
 #: How many tables :func:`_table` keeps: one per batch of a step (in practice
 #: one per parameter group and dtype), for the few optimizers of a process.
 _TABLES_KEPT = 16
-#: flat tuple of a batch's layouts (θ, g, m, v of each tensor) → its table.
+#: flat tuple of a batch's layouts (θ, g, m, v of each tensor) → its table;
+#: emptied whenever an array with a layout dies (:func:`_forget`).
 _tables: OrderedDict[tuple, tuple] = OrderedDict()
 
 
