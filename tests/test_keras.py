@@ -221,16 +221,22 @@ def test_live_legacy_minimize_with_grad_loss_and_callable_var_list(tf_keras):
     assert np.abs(x - var_tf.numpy()).max() <= 1e-12
 
 
+def run_keras3_live(keras3, kwargs, initial, grads, steps, dtype):
+    """θ after each step of the real Keras 3 Nadam fed ``grads``."""
+    variables = [keras3.Variable(x, dtype=dtype) for x in initial]
+    opt = keras3.optimizers.Nadam(**kwargs)
+    theirs = []
+    for t in range(steps):
+        opt.apply_gradients([(keras3.ops.convert_to_tensor(g[t]), v) for g, v in zip(grads, variables)])
+        theirs.append([keras3.ops.convert_to_numpy(v.value).copy() for v in variables])
+    return theirs
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_live_keras3_with_global_clipnorm_and_weight_decay(keras3, dtype):
     kwargs = dict(learning_rate=0.005, beta_1=0.85, epsilon=1e-6, global_clipnorm=1.0, weight_decay=0.1)
     initial, grads = problem([(6,), (2, 2)], 60, [dtype] * 2, seed=3)
-    variables = [keras3.Variable(x, dtype=dtype) for x in initial]
-    opt_k = keras3.optimizers.Nadam(**kwargs)
-    theirs = []
-    for t in range(60):
-        opt_k.apply_gradients([(keras3.ops.convert_to_tensor(g[t]), v) for g, v in zip(grads, variables)])
-        theirs.append([keras3.ops.convert_to_numpy(v.value).copy() for v in variables])
+    theirs = run_keras3_live(keras3, kwargs, initial, grads, 60, dtype)
     ours, _ = run_ours(Nadam(**kwargs, schedule="keras3"), initial, grads, 60)
     assert max_error(ours, theirs) <= TOLERANCE[dtype]
 
@@ -256,12 +262,7 @@ def test_live_random_settings_both_generations(tf_keras, keras3, seed):
 
         # Keras 3 also takes decoupled weight decay
         kwargs3 = {**kwargs, "weight_decay": float(rng.uniform(0.01, 0.3))} if seed % 2 else kwargs
-        variables = [keras3.Variable(x, dtype=dtype) for x in initial]
-        opt_k = keras3.optimizers.Nadam(**kwargs3)
-        theirs = []
-        for t in range(30):
-            opt_k.apply_gradients([(keras3.ops.convert_to_tensor(g[t]), v) for g, v in zip(grads, variables)])
-            theirs.append([keras3.ops.convert_to_numpy(v.value).copy() for v in variables])
+        theirs = run_keras3_live(keras3, kwargs3, initial, grads, 30, dtype)
         ours, _ = run_ours(Nadam(**kwargs3, schedule="keras3"), initial, grads, 30)
         assert max_error(ours, theirs) <= TOLERANCE[dtype], (kwargs3, dtype)
 
