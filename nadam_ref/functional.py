@@ -73,18 +73,18 @@ def check_hyperparameters(
 
 
 def is_nadam_dtype(dtype: np.dtype) -> bool:
-    """NAdam updates floating and complex arrays of 4, 8 or 16 bytes: float32,
-    float64, complex64, complex128 (and the long double where it has 16)."""
-    return dtype.kind in "fc" and dtype.itemsize in (4, 8, 16)
+    """NAdam updates float32, float64, complex64 and complex128 arrays (in
+    either byte order); not float16, whose range cannot hold v, nor the
+    platform-dependent long double."""
+    return dtype.kind in "fc" and dtype.itemsize in ((4, 8) if dtype.kind == "f" else (8, 16))
 
 
-#: The dtypes NumPy names that NAdam updates, in either byte order, so that
-#: checking an array's dtype is one set lookup.
+#: The dtypes NAdam updates, in either byte order, so that checking an
+#: array's dtype is one set lookup.
 _NADAM_DTYPES = frozenset(
     d
-    for t in (np.float32, np.float64, np.longdouble, np.complex64, np.complex128, np.clongdouble)
+    for t in (np.float32, np.float64, np.complex64, np.complex128)
     for d in (np.dtype(t), np.dtype(t).newbyteorder())
-    if is_nadam_dtype(d)
 )
 
 

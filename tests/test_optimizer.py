@@ -50,8 +50,12 @@ def test_plain_arrays_are_wrapped():
     assert isinstance(p, Parameter) and p.data is x
 
 
-@pytest.mark.parametrize("bad", [np.arange(3), np.array([True, False]), np.arange(3, dtype=np.uint8)])
-def test_integer_and_boolean_arrays_are_rejected(bad):
+@pytest.mark.parametrize(
+    "bad",
+    [np.arange(3), np.array([True, False]), np.arange(3, dtype=np.uint8),
+     np.ones(2, dtype=np.float16), np.ones(2, dtype=np.longdouble), np.ones(2, dtype=np.clongdouble)],
+)
+def test_only_float32_float64_and_their_complex_types_are_accepted(bad):
     with pytest.raises(TypeError, match="dtype"):
         NAdam([bad])
 
