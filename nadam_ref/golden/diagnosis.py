@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..element import nadam_element
+from ..schedule import Coefficients
 from .profiles import PROFILES
 
 
@@ -55,21 +57,19 @@ def mistake_no_m_bias_correction(coef, s, t):
     return _with_weights(coef, float(s.mu_next), 1 - float(s.mu))
 
 
-def mistake_eps_inside_sqrt(param, grad, exp_avg, exp_avg_sq, beta1, one_minus_beta1, beta2, one_minus_beta2,
-                            lr, eps, weight_decay, decay_factor, momentum_weight, grad_weight, momentum_step,
-                            grad_step, bias_correction2, maximize, split_update):
-    """MISTAKE: denominator √(v̂ + ε) instead of √v̂ + ε (otherwise the element update)."""
-    if maximize:
-        grad = -grad
-    if decay_factor != 1:
-        param = param * decay_factor
-    if weight_decay != 0:
-        grad = grad + weight_decay * param
-    exp_avg = beta1 * exp_avg + one_minus_beta1 * grad
-    exp_avg_sq = beta2 * exp_avg_sq + one_minus_beta2 * grad * grad
-    denom = np.sqrt(exp_avg_sq / bias_correction2 + eps)
-    param = param - lr * (momentum_weight * exp_avg + grad_weight * grad) / denom
-    return param, exp_avg, exp_avg_sq
+def mistake_eps_inside_sqrt(param, grad, exp_avg, exp_avg_sq, *coefs):
+    """MISTAKE: denominator √(v̂ + ε) instead of √v̂ + ε.
+
+    The correct element update, with its step Δ = γ·m̂/(√v̂ + ε) rescaled to
+    γ·m̂/√(v̂ + ε); m and v are those of the correct update.
+    """
+    c = Coefficients(*coefs)
+    new_param, exp_avg, exp_avg_sq = nadam_element(param, grad, exp_avg, exp_avg_sq, *c)
+    if c.decay_factor != 1:
+        param = param * c.decay_factor
+    v_hat = exp_avg_sq / c.bias_correction2
+    step = (param - new_param) * ((np.sqrt(v_hat) + c.eps) / np.sqrt(v_hat + c.eps))
+    return param - step, exp_avg, exp_avg_sq
 
 
 def candidates(case) -> list[Candidate]:
