@@ -23,11 +23,19 @@ effective bandwidth (bytes a step must move / time) and ratios.
 Targets (issue 4): ``nadam_ref step`` at least 0.8 of the copy's bandwidth,
 and faster than ``torch foreach``.
 
-Usage (needs a CUDA GPU; exits with a message where there is none)::
+A timing says nothing if the kernel computes something else, so after the
+timed rounds the script replays the same steps with the CPU backend and says
+whether the GPU's parameters are bit-identical to it (they must be: the
+kernel is compiled without FMA contraction), and how far each torch contender
+ended from nadam_ref.
+
+Usage (needs a CUDA GPU; exits with status 2 and a message where there is none)::
 
     python benchmarks/bench_cuda.py                    # both cases, 30 rounds
     python benchmarks/bench_cuda.py --cases big --repeats 50
     python benchmarks/bench_cuda.py --out /tmp/bench_cuda.json
+    python benchmarks/bench_cuda.py --simulate         # no GPU: tiny cases on Numba's
+                                                       # simulator; checks the script, times mean nothing
 
 Results go to ``benchmarks/results/bench_cuda.json`` by default.
 """
@@ -35,40 +43,56 @@ Results go to ``benchmarks/results/bench_cuda.json`` by default.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import format_seconds, format_table, interleaved_times, machine, write_json  # noqa: E402
+
+# This checkout's nadam_ref, whichever copy is installed (imported in main, after
+# --simulate has had its say: the simulator is chosen before Numba is imported).
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
 BYTES_PER_ELEMENT = 7 * 4  # float32: read θ, g, m, v; write θ, m, v
 CASES = {"big": [100_000_000], "many": [10_000] * 500}
+#: --simulate: the same shapes of problem, small enough for a Python thread per CUDA thread.
+SIMULATED_CASES = {"big": [600], "many": [20] * 12}
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench_cuda.json"
 
 
 def no_gpu(reason: str) -> None:
-    print(f"bench_cuda.py: {reason}; nothing measured. Run it on a machine with a CUDA GPU.", file=sys.stderr)
+    print(f"bench_cuda.py: {reason}; nothing measured. Run it on a machine with a CUDA GPU "
+          "(or with --simulate to check the script itself).", file=sys.stderr)
     raise SystemExit(2)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", default="big,many", help="comma-separated: big, many")
     parser.add_argument("--repeats", type=int, default=30, help="timed rounds (default 30)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"JSON results (default {DEFAULT_OUT})")
+    parser.add_argument("--simulate", action="store_true",
+                        help="run tiny cases on Numba's CUDA simulator (no GPU; the times mean nothing)")
     args = parser.parse_args(argv)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         parser.error(f"unknown cases {unknown}; choose from {sorted(CASES)}")
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error("--repeats must be at least 1 and --warmup at least 0")
 
-    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
-        no_gpu("NUMBA_ENABLE_CUDASIM is set, so Numba would simulate the GPU; unset it")
+    simulated = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+    if args.simulate and not simulated:
+        if "numba" in sys.modules:
+            parser.error("--simulate must be chosen before numba is imported")
+        os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+    elif simulated and not args.simulate:
+        no_gpu("NUMBA_ENABLE_CUDASIM is set, so Numba would simulate the GPU; unset it, or pass --simulate")
     from numba import cuda
 
     if not cuda.is_available():
@@ -77,44 +101,47 @@ def main(argv: list[str] | None = None) -> dict:
         import torch
     except ImportError:
         torch = None
-    torch_cuda = torch is not None and torch.cuda.is_available()
+    torch_cuda = not args.simulate and torch is not None and torch.cuda.is_available()
 
     device = cuda.get_current_device()
+    name = getattr(device, "name", b"Numba CUDA simulator")
     result = {
-        "device": device.name.decode() if isinstance(device.name, bytes) else str(device.name),
+        "command": " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
+        "device": name.decode() if isinstance(name, bytes) else str(name),
         "compute_capability": list(device.compute_capability),
+        "simulated": args.simulate,
         "versions": versions(torch),
-        "machine": {"platform": platform.platform(), "python": platform.python_version()},
-        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
         "repeats": args.repeats,
-        "notes": [] if torch_cuda else ["torch with CUDA not available: torch contenders skipped"],
+        "warmup": args.warmup,
+        "notes": [],
         "cases": {},
     }
-    print(f"device: {result['device']} (cc {device.compute_capability}); {result['versions']}")
+    if args.simulate:
+        result["notes"].append("Numba's CUDA simulator, tiny cases: checks the script; the times mean nothing")
+    if not torch_cuda:
+        result["notes"].append("torch with CUDA not available: torch contenders skipped")
+    print(f"device: {result['device']} (cc {result['compute_capability']}); {result['versions']}")
+    for note in result["notes"]:
+        print(f"note: {note}")
+    sizes = SIMULATED_CASES if args.simulate else CASES
     for case in cases:
-        result["cases"][case] = run_case(case, CASES[case], args.repeats, args.warmup, torch if torch_cuda else None)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {out}")
-    return result
+        result["cases"][case] = run_case(case, sizes[case], args.repeats, args.warmup, torch if torch_cuda else None)
+    path = write_json(args.out, result)
+    print(f"\nwrote {path}")
+    return 0
 
 
 def versions(torch) -> dict:
-    import numba
+    from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        from importlib.metadata import version
-
-        numba_cuda = version("numba-cuda")
-    except Exception:  # noqa: BLE001 - informational only
-        numba_cuda = "?"
-    return {
-        "numpy": np.__version__,
-        "numba": numba.__version__,
-        "numba_cuda": numba_cuda,
-        "torch": getattr(torch, "__version__", None),
-    }
+    found = {}
+    for package in ("numpy", "numba", "numba-cuda", "torch"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = None
+    return found
 
 
 def run_case(case: str, sizes: list[int], repeats: int, warmup: int, torch) -> dict:
@@ -124,7 +151,7 @@ def run_case(case: str, sizes: list[int], repeats: int, warmup: int, torch) -> d
 
     n = sum(sizes)
     rng = np.random.default_rng(0)
-    print(f"\ncase {case}: {len(sizes)} tensor(s), {n:.3g} float32 elements, {n * BYTES_PER_ELEMENT / 1e9:.2f} GB a step")
+    print(f"\ncase {case}: {len(sizes)} tensor(s), {n:.3g} float32 elements, {n * BYTES_PER_ELEMENT / 1e9:.3g} GB a step")
 
     def host_arrays():
         return [rng.standard_normal(s, dtype=np.float32) for s in sizes]
@@ -150,6 +177,7 @@ def run_case(case: str, sizes: list[int], repeats: int, warmup: int, torch) -> d
     contenders["nadam_ref update"] = plan.run
     keep += [up_params, up_grads, plan]
 
+    torch_params = {}
     if torch is not None:
         for name, options in (("torch foreach", {"foreach": True}), ("torch loop", {"foreach": False}),
                               ("torch fused", {"fused": True})):
@@ -162,7 +190,8 @@ def run_case(case: str, sizes: list[int], repeats: int, warmup: int, torch) -> d
                 print(f"  {name}: not available in this torch ({error})")
                 continue
             contenders[name] = topt.step
-            keep.append((tensors, topt))
+            torch_params[name] = tensors
+            keep.append(topt)
 
     # The roofline: one copy whose reads and writes add up to a step's traffic.
     copy_elements = n * BYTES_PER_ELEMENT // (2 * 4)
@@ -175,11 +204,10 @@ def run_case(case: str, sizes: list[int], repeats: int, warmup: int, torch) -> d
         if torch is not None:
             torch.cuda.synchronize()
 
-    times = interleaved(contenders, repeats, warmup, sync)
+    times = interleaved_times(contenders, repeats=repeats, warmup=warmup, sync=sync)
     copy_time = statistics.median(times["d2d copy"])
     foreach = statistics.median(times["torch foreach"]) if "torch foreach" in times else None
-    rows = {}
-    print(f"  {'contender':18} {'median':>10} {'min':>10} {'GB/s':>8} {'of copy':>8} {'vs torch foreach':>17}")
+    rows, table = {}, []
     for name, ts in times.items():
         med = statistics.median(ts)
         rows[name] = {
@@ -190,35 +218,38 @@ def run_case(case: str, sizes: list[int], repeats: int, warmup: int, torch) -> d
             "speedup_vs_torch_foreach": (foreach / med) if foreach else None,
         }
         r = rows[name]
-        vs = f"{r['speedup_vs_torch_foreach']:.2f}x" if foreach else "-"
-        print(f"  {name:18} {med * 1e3:8.3f}ms {min(ts) * 1e3:8.3f}ms {r['effective_GBps']:8.0f} "
-              f"{r['bandwidth_of_copy']:8.2f} {vs:>17}")
+        table.append([name, format_seconds(med), format_seconds(min(ts)), f"{r['effective_GBps']:.0f}",
+                      f"{r['bandwidth_of_copy']:.2f}", f"{r['speedup_vs_torch_foreach']:.2f}x" if foreach else "-"])
+    print(format_table(["contender", "median", "min", "GB/s", "of copy", "vs torch foreach"], table))
+
+    # Every step contender ran warmup + repeats steps on the same inputs.
+    steps = warmup + repeats
+    gpu = [np.asarray(p.data) for p in params]
+    cpu = NAdam([x.copy() for x in params0], lr=1e-3, backend="numba")
+    for p, g in zip(cpu.param_groups[0]["params"], grads0):
+        p.grad = g
+    for _ in range(steps):
+        cpu.step()
+    identical = all(np.array_equal(a, p.data) for a, p in zip(gpu, cpu.param_groups[0]["params"]))
+    print(f"  after {steps} steps, nadam_ref on the GPU is {'' if identical else 'NOT '}bit-identical "
+          "to the CPU backend")
+    torch_distance = {
+        name: max(float(np.max(np.abs(t.detach().cpu().numpy() - a), initial=0.0)) for t, a in zip(tensors, gpu))
+        for name, tensors in torch_params.items()
+    }
+    for name, distance in torch_distance.items():
+        print(f"  {name}: max |θ_torch − θ_nadam_ref| = {distance:.3g} (lr 1e-3, float32)")
+
     step = rows["nadam_ref step"]
     targets = {
         "step_at_least_0.8_of_copy_bandwidth": step["bandwidth_of_copy"] >= 0.8,
         "step_faster_than_torch_foreach": (step["speedup_vs_torch_foreach"] or 0) > 1 if foreach else None,
+        "bit_identical_to_cpu_backend": identical,
     }
     print(f"  targets: {targets}")
-    return {"tensors": len(sizes), "elements": n, "bytes_per_step": n * BYTES_PER_ELEMENT,
-            "contenders": rows, "targets": targets}
-
-
-def interleaved(contenders: dict, repeats: int, warmup: int, sync) -> dict[str, list[float]]:
-    """Seconds per call of each contender, round-robin, synchronised inside the timing."""
-    for _ in range(warmup):
-        for fn in contenders.values():
-            fn()
-            sync()
-    times = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - start)
-    return times
+    return {"tensors": len(sizes), "elements": n, "bytes_per_step": n * BYTES_PER_ELEMENT, "steps": steps,
+            "contenders": rows, "max_abs_difference_from_torch": torch_distance, "targets": targets}
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -420,3 +421,42 @@ def test_torch_cuda_tensors_are_used_in_place():
         opt.step()
     assert_same_bits([t.cpu().numpy()], expected)
 
+
+
+# -- the GPU benchmark, run on the simulator -------------------------------------------------
+
+
+def test_gpu_benchmark_runs_end_to_end_on_the_simulator(tmp_path):
+    """No GPU is lent to every machine that runs this suite, so the script
+    that measures one is run here on tiny cases: it must time every contender,
+    replay the steps on the CPU and find the simulated GPU's bits identical,
+    and write its JSON."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_cuda.py"
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, str(script), "--simulate", "--repeats", "2", "--warmup", "1", "--out", str(out)],
+        env={**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["simulated"] is True
+    big, many = result["cases"]["big"], result["cases"]["many"]
+    # The simulated cases: one tensor of 600 and twelve of 20 float32; 28 bytes each a step.
+    assert (big["elements"], big["bytes_per_step"]) == (600, 600 * 28)
+    assert (many["tensors"], many["elements"], many["bytes_per_step"]) == (12, 240, 240 * 28)
+    for case in (big, many):
+        assert case["steps"] == 3
+        assert set(case["contenders"]) >= {"nadam_ref step", "nadam_ref update", "d2d copy"}
+        assert case["targets"]["bit_identical_to_cpu_backend"] is True
+    assert "bit-identical to the CPU backend" in done.stdout
+
+
+def test_gpu_benchmark_without_a_gpu_says_so():
+    if not SIMULATOR and cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_cuda.py"
+    done = subprocess.run([sys.executable, str(script), "--out", os.devnull],
+                          env={**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}, capture_output=True, text=True, timeout=300)
+    if done.returncode == 0:
+        pytest.skip("numba found a CUDA GPU in the subprocess")
+    assert done.returncode == 2 and "nothing measured" in done.stderr, done.stderr[-2000:]
