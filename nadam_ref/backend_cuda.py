@@ -21,6 +21,11 @@ so the grid has Σ_j ⌈n_j / CHUNK⌉ blocks and a step is one launch per dtype
 uploaded once and reused while the arrays stay put; the coefficient rows change
 every step and are a few bytes each.
 
+A step is bound by memory traffic (28 bytes per float32 element), and memory
+stays busy only with many loads in flight.  So within its chunk a thread takes
+``ILP`` elements at a time, ``blockDim.x`` apart so that a warp's accesses stay
+contiguous, and issues all their loads before it updates the first.
+
 Arrays
 ------
 Parameters and state are C-contiguous device arrays kept on the device between
@@ -90,7 +95,9 @@ SIMULATOR = bool(_cuda_config.ENABLE_CUDASIM)
 #: Python thread per CUDA thread, so it gets tiny blocks that still exercise
 #: several chunks per array and several elements per thread.
 THREADS = 4 if SIMULATOR else 256
-CHUNK = 8 if SIMULATOR else 256 * 16
+CHUNK = 24 if SIMULATOR else 256 * 16
+#: Elements a thread loads before it updates the first (see :func:`_nadam_kernel`).
+ILP = 4
 
 #: Complex dtypes and the real dtype of their parts; the real dtypes have kernels.
 _REAL_OF = {
@@ -174,7 +181,18 @@ def _nadam_kernel(addresses, sizes, chunk_params, chunk_starts, table, chunk):
     in the order of :class:`nadam_ref.schedule.Coefficients` (flags as 0/1);
     chunk c covers elements ``chunk_starts[c]`` up to ``chunk_starts[c] + chunk``
     of parameter ``chunk_params[c]``.
+
+    A thread takes ``ILP`` elements at a time, ``blockDim.x`` apart (so a warp's
+    accesses stay contiguous), and loads all of them before it updates the
+    first.  The compiler cannot know that the arrays do not overlap, so it
+    keeps every load after the stores before it: a thread that loaded one
+    element at a time would have one element's loads in flight, too few to
+    keep the memory busy.
     """
+    theta = cuda.local.array(ILP, table.dtype)
+    grads = cuda.local.array(ILP, table.dtype)
+    m = cuda.local.array(ILP, table.dtype)
+    v = cuda.local.array(ILP, table.dtype)
     for c in range(cuda.blockIdx.x, chunk_params.size, cuda.gridDim.x):
         j = chunk_params[c]
         n = sizes[j]
@@ -183,16 +201,32 @@ def _nadam_kernel(addresses, sizes, chunk_params, chunk_starts, table, chunk):
         exp_avg = carray(_pointer(addresses[j, 2], table), n)
         exp_avg_sq = carray(_pointer(addresses[j, 3], table), n)
         k = table[j]
+        # Read once per chunk (for all the compiler knows, a store to θ could change them).
+        beta1, one_minus_beta1, beta2, one_minus_beta2, lr, eps = k[0], k[1], k[2], k[3], k[4], k[5]
+        weight_decay, decay_factor, momentum_weight, grad_weight = k[6], k[7], k[8], k[9]
+        momentum_step, grad_step, bias_correction2 = k[10], k[11], k[12]
         maximize = k[13] != 0
         split_update = k[14] != 0
         start = chunk_starts[c]
         stop = min(start + chunk, n)
-        for i in range(start + cuda.threadIdx.x, stop, cuda.blockDim.x):
-            param[i], exp_avg[i], exp_avg_sq[i] = _element(
-                param[i], grad[i], exp_avg[i], exp_avg_sq[i],
-                k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8], k[9], k[10], k[11], k[12],
-                maximize, split_update,
-            )
+        stride = cuda.blockDim.x
+        for first in range(start + cuda.threadIdx.x, stop, ILP * stride):
+            for u in range(ILP):
+                i = first + u * stride
+                if i < stop:
+                    theta[u], grads[u], m[u], v[u] = param[i], grad[i], exp_avg[i], exp_avg_sq[i]
+            for u in range(ILP):
+                if first + u * stride < stop:
+                    theta[u], m[u], v[u] = _element(
+                        theta[u], grads[u], m[u], v[u],
+                        beta1, one_minus_beta1, beta2, one_minus_beta2, lr, eps,
+                        weight_decay, decay_factor, momentum_weight, grad_weight,
+                        momentum_step, grad_step, bias_correction2, maximize, split_update,
+                    )
+            for u in range(ILP):
+                i = first + u * stride
+                if i < stop:
+                    param[i], exp_avg[i], exp_avg_sq[i] = theta[u], m[u], v[u]
 
 
 def _signature(dtype) -> str:

@@ -396,6 +396,23 @@ def test_launched_kernels_have_no_fma():
             assert backend_cuda.fma_instructions(overload.library.get_asm_str()) == []
 
 
+@pytest.mark.parametrize("dtype", ["float32", "complex64"])
+def test_every_element_is_updated_once_at_the_tiling_edges(dtype):
+    """Sizes on each side of the kernel's tiling: a thread's group of ILP
+    elements (ILP·THREADS per block pass) and a block's chunk.  An element the
+    kernel skipped, or updated twice, would not match the NumPy backend."""
+    group, chunk = backend_cuda.ILP * backend_cuda.THREADS, backend_cuda.CHUNK
+    sizes = sorted({1, group - 1, group, group + 1, chunk - 1, chunk, chunk + 1, 2 * chunk + group + 1})
+    if np.dtype(dtype).kind == "c":  # the kernel sees 2n reals
+        sizes = sorted({max(1, s // 2) for s in sizes} | {(chunk + 1) // 2})
+    params0, grads = problem(dtype, shapes=[(s,) for s in sizes], steps=2)
+    expected, _ = run("numpy", params0, grads)
+    got, _ = run("cuda", params0, grads)
+    for x, p0 in zip(expected, params0):
+        assert np.all(x != p0)  # every element moved
+    assert_same_bits(got, expected)
+
+
 @real_gpu
 @pytest.mark.parametrize("dtype", ["float32", "float64", "complex64"])
 def test_bit_for_bit_at_gpu_sizes(dtype):
