@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -342,9 +343,10 @@ def test_without_gpu_or_simulator_the_error_says_how_to_enable_the_simulator():
 
 
 def test_kernel_ptx_has_no_fused_multiply_add():
-    """The kernel compiles (for an H100, sm_90) to separately rounded IEEE operations.
+    """The kernel compiles (for an H100, sm_90) to separately rounded IEEE operations,
+    and, where nvJitLink can assemble it, without spilling registers to local memory.
 
-    Needs libNVVM and NVRTC (pip install nvidia-nvvm nvidia-cuda-nvrtc), not a GPU.  NVVM's default would
+    Needs libNVVM and NVRTC (the ``cuda`` extra), not a GPU.  NVVM's default would
     fuse; the PTX of the default compilation shows it."""
     done = _python(
         """
@@ -357,10 +359,22 @@ def test_kernel_ptx_has_no_fused_multiply_add():
         except Exception as e:
             print("NO-NVVM", type(e).__name__, str(e).strip().splitlines()[0] if str(e).strip() else "")
             raise SystemExit
+        try:  # nvJitLink assembles PTX to machine code without a GPU
+            from cuda.bindings import nvjitlink
+            from cuda.core import Linker, LinkerOptions, ObjectCode
+            nvjitlink.version()
+        except Exception:
+            nvjitlink = None
         for dtype in ("float32", "float64"):
             ptx = b.kernel_ptx(dtype, cc=(9, 0))
             ops = {op: ptx.count(op) for op in ("mul.rn.", "add.rn.", "div.rn.", "sqrt.rn.", ".ftz")}
-            print(json.dumps({"dtype": dtype, "fused": b.fma_instructions(ptx), "ops": ops}))
+            log = None
+            if nvjitlink is not None:
+                linker = Linker(ObjectCode.from_ptx(ptx.encode(), name="kernel.ptx"),
+                                options=LinkerOptions(arch="sm_90", verbose=True))
+                linker.link("cubin")
+                log = linker.get_info_log()
+            print(json.dumps({"dtype": dtype, "fused": b.fma_instructions(ptx), "ops": ops, "log": log}))
         print(json.dumps({"default_fused": len(b.fma_instructions(b.kernel_ptx("float32", contract=True)))}))
         """,
         simulator="0",
@@ -377,6 +391,9 @@ def test_kernel_ptx_has_no_fused_multiply_add():
         assert line["fused"] == [], line
         assert ops["mul.rn."] and ops["add.rn."] and ops["div.rn."] and ops["sqrt.rn."], line
         assert ops[".ftz"] == 0, line
+        if line["log"] is not None:
+            # Assembled for sm_90: a thread's ILP elements stay in registers (no spills, no local memory).
+            assert re.search(r"\b0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads", line["log"]), line["log"]
     assert lines[2]["default_fused"] > 0  # without -fma=0 NVVM does fuse
 
 
