@@ -371,12 +371,13 @@ def adopt(x):
     other ``__cuda_array_interface__`` objects as zero-copy Numba views (so
     updates land in the original), anything else (host arrays) unchanged.
     Raises TypeError for a device array that is not C-contiguous."""
-    if _is_foreign_device_array(x):
+    if not is_device_array(x):
+        if not _is_foreign_device_array(x):
+            return x  # a host array
         if callable(getattr(x, "detach", None)):
             x = x.detach()  # torch: the same memory, without autograd
         x = cuda.as_cuda_array(x)
-    if is_device_array(x):
-        _check_layout(x)
+    _check_layout(x)
     return x
 
 
@@ -503,35 +504,30 @@ def update(
     """Update each real-valued (θ, m, v) in place on the device, with its own
     coefficients: one kernel launch per dtype.
 
-    Everything is checked before the first launch, so a failed call changes
-    nothing.
+    The arrays come as :func:`nadam_ref.functional.plan_step` checked them
+    (C-contiguous device arrays of one dtype and size per parameter, the
+    gradient possibly a host array); what is left to check is done before the
+    first launch, so a failed call changes nothing.
     """
     require_device()
     launches: dict[np.dtype, list] = {}  # dtype → [(addresses, size, host grad, coefficients)]
     seen: dict[int, int] = {}
     for i, (p, g, m, v, c) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs, coefficients)):
-        dtype, size = p.dtype, p.size
-        if dtype not in _KERNEL_DTYPES:
-            raise TypeError(f"parameter {i} has dtype {dtype}; the cuda kernel takes float32 or float64 arrays")
-        addresses = []
-        for array, what in ((p, "parameter"), (g, "gradient"), (m, "exp_avg"), (v, "exp_avg_sq")):
-            if array is g and isinstance(g, np.ndarray):
-                addresses.append(None)  # a host gradient: copied to the device below
-            elif is_device_array(array):
-                _check_layout(array)
-                addresses.append(_address(array))
-            else:
-                raise TypeError(f"{what} {i} must be a device array, got {type(array).__name__}")
-            if array.dtype != dtype or array.size != size:
-                raise ValueError(
-                    f"{what} {i} has {array.size} elements of {array.dtype}; the parameter has {size} of {dtype}"
-                )
+        size = p.size
         if size == 0:
             continue
-        if addresses[0] in seen:
-            raise ValueError(f"parameters {seen[addresses[0]]} and {i} are the same array; a step updates each once")
-        seen[addresses[0]] = i
-        launches.setdefault(dtype, []).append((addresses, size, g if addresses[1] is None else None, c))
+        address = _address(p)
+        if address in seen:
+            raise ValueError(f"parameters {seen[address]} and {i} are the same array; a step updates each once")
+        seen[address] = i
+        host = isinstance(g, np.ndarray)  # copied to the device in _launch
+        addresses = [address, None if host else _address(g), _address(m), _address(v)]
+        batch = launches.get(p.dtype)
+        if batch is None:
+            if p.dtype not in _KERNEL_DTYPES:
+                raise TypeError(f"parameter {i} has dtype {p.dtype}; the cuda kernel takes float32 or float64 arrays")
+            batch = launches[p.dtype] = []
+        batch.append((addresses, size, g if host else None, c))
     with _lock:  # the kept tables and staging buffers are shared
         for dtype, items in launches.items():
             _launch(np.dtype(dtype), items)
@@ -557,7 +553,12 @@ def _launch(dtype: np.dtype, items: list) -> None:
     addresses = np.array([item[0] for item in items], dtype=np.uint64)
     key = (dtype, addresses.tobytes(), sizes.tobytes())
     tables = _remember(_tables, key, lambda: _chunk_tables(addresses, sizes))
-    # Coefficients are already in the array's dtype; the flags become 0 / 1.
-    rows = cuda.to_device(np.array([item[3] for item in items], dtype=dtype))
+    # Coefficients are already in the array's dtype; the flags become 0 / 1.  Parameters at
+    # the same step share one Coefficients object: each distinct one is converted once.
+    coefficients = [item[3] for item in items]
+    distinct = {id(c): c for c in coefficients}
+    row_of = {key: row for row, key in enumerate(distinct)}
+    rows = np.array(list(distinct.values()), dtype=dtype)[[row_of[id(c)] for c in coefficients]]
+    rows = cuda.to_device(rows)
     blocks = tables[2].size
     _kernel(dtype)[blocks, THREADS](*tables, rows, CHUNK)
