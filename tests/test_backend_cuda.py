@@ -494,3 +494,20 @@ def test_gpu_benchmark_without_a_gpu_says_so():
     if done.returncode == 0:
         pytest.skip("numba found a CUDA GPU in the subprocess")
     assert done.returncode == 2 and "nothing measured" in done.stderr, done.stderr[-2000:]
+
+
+def test_host_work_benchmark_runs_without_a_gpu(tmp_path):
+    """benchmarks/bench_cuda_host.py times the real backend's Python with the GPU calls
+    stubbed; it must run every step's code path: one stubbed launch per step."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_cuda_host.py"
+    out = tmp_path / "host.json"
+    done = subprocess.run(
+        [sys.executable, str(script), "--params", "20", "--elements", "10", "--repeats", "3", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["params"] == 20 and set(result["median_s"]) == {
+        "cuda step (host)", "numba step (20 × 1 element)", "plan_step (cuda)"}
+    # 2 warm-up rounds + 3 timed rounds, one launch each (all float32: one dtype, one launch).
+    assert "launches stubbed: 5" in done.stdout
