@@ -376,9 +376,28 @@ def adopt(x):
             return x  # a host array
         if callable(getattr(x, "detach", None)):
             x = x.detach()  # torch: the same memory, without autograd
-        x = cuda.as_cuda_array(x)
+        x = _view(x)
     _check_layout(x)
     return x
+
+
+#: ``__cuda_array_interface__`` stream values that name a default stream (1: the legacy
+#: one, 2: the per-thread one).  Work on them is ordered before this backend's launches,
+#: which go to the default stream too.
+_DEFAULT_STREAMS = (1, 2)
+
+
+def _view(x):
+    """A zero-copy Numba view of a ``__cuda_array_interface__`` object.
+
+    By default Numba synchronises the stream the producer names (a host stall,
+    here for every array at every step).  That is needed only when the
+    producer works on a stream of its own: where it names a default stream,
+    its pending work (a backward pass writing the gradient, say) already comes
+    before this backend's kernel in the device's order."""
+    interface = x.__cuda_array_interface__
+    stream = interface.get("stream")
+    return cuda.from_cuda_array_interface(interface, owner=x, sync=stream not in _DEFAULT_STREAMS)
 
 
 def is_array(x) -> bool:

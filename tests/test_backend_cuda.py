@@ -441,18 +441,27 @@ def test_bit_for_bit_at_gpu_sizes(dtype):
 
 
 @real_gpu
-def test_torch_cuda_tensors_are_used_in_place():
+@pytest.mark.parametrize("stream", ["default", "side"])
+def test_torch_cuda_tensors_are_used_in_place(stream):
+    """On torch's default stream the view is taken without a host synchronisation; on a
+    stream of torch's own, Numba synchronises it first.  Either way the step reads the
+    gradient torch just wrote."""
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("torch has no CUDA")
-    params0, grads = problem(np.float32, shapes=[(1000,)])
+    params0, grads = problem(np.float32, shapes=[(1_000_000,)])
     expected, _ = run("numpy", params0, grads)
     t = torch.tensor(params0[0], device="cuda")
     p = Parameter(t)
     opt = NAdam([p], lr=0.01, backend="cuda")
+    side = torch.cuda.Stream() if stream == "side" else torch.cuda.current_stream()
     for g in grads:
-        p.grad = torch.tensor(g[0], device="cuda")
-        opt.step()
+        host = torch.tensor(g[0]).pin_memory()
+        with torch.cuda.stream(side):
+            # written by a copy and an (exact) multiplication still queued when step() runs
+            p.grad = host.to("cuda", non_blocking=True) * 1.0
+            opt.step()
+    torch.cuda.synchronize()
     assert_same_bits([t.cpu().numpy()], expected)
 
 
