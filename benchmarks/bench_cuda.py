@@ -156,7 +156,7 @@ def run_case(case: str, sizes: list[int], repeats: int, warmup: int, torch) -> d
     def host_arrays():
         return [rng.standard_normal(s, dtype=np.float32) for s in sizes]
 
-    contenders, keep = {}, []
+    contenders = {}
 
     # nadam_ref: parameters and gradients on the device, the gradients set once.
     params0, grads0 = host_arrays(), host_arrays()
@@ -175,7 +175,6 @@ def run_case(case: str, sizes: list[int], repeats: int, warmup: int, torch) -> d
         [0.0] * len(sizes), [1.0] * len(sizes), lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, backend="cuda",
     )
     contenders["nadam_ref update"] = plan.run
-    keep += [up_params, up_grads, plan]
 
     torch_params = {}
     if torch is not None:
@@ -191,7 +190,6 @@ def run_case(case: str, sizes: list[int], repeats: int, warmup: int, torch) -> d
                 continue
             contenders[name] = topt.step
             torch_params[name] = tensors
-            keep.append(topt)
 
     # The roofline: one copy whose reads and writes add up to a step's traffic.
     copy_elements = n * BYTES_PER_ELEMENT // (2 * 4)

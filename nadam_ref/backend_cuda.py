@@ -576,7 +576,7 @@ def _launch(dtype: np.dtype, items: list) -> None:
     # the same step share one Coefficients object: each distinct one is converted once.
     coefficients = [item[3] for item in items]
     distinct = {id(c): c for c in coefficients}
-    row_of = {key: row for row, key in enumerate(distinct)}
+    row_of = {ident: row for row, ident in enumerate(distinct)}
     rows = np.array(list(distinct.values()), dtype=dtype)[[row_of[id(c)] for c in coefficients]]
     rows = cuda.to_device(rows)
     blocks = tables[2].size

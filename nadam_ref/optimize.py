@@ -409,12 +409,18 @@ def _box(bounds, n: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray] | Non
     return low, high
 
 
+def _as_array(value) -> np.ndarray:
+    """``np.asarray(value)``, or an object array where NumPy cannot make one
+    (so that the caller's dtype check rejects it with its own message)."""
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError):
+        return np.asarray(None)
+
+
 def _scalar(value) -> float:
     """The objective's value as a float (SciPy accepts any size-1 real array)."""
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError):
-        array = np.asarray(None)
+    array = _as_array(value)
     if array.dtype.kind not in "biuf":
         raise TypeError(f"fun must return a real number, got {type(value).__name__} {value!r:.80}")
     if array.size != 1:
@@ -424,10 +430,7 @@ def _scalar(value) -> float:
 
 def _gradient(value, x: np.ndarray, where: str) -> np.ndarray:
     """A gradient as a fresh array of x's shape and dtype."""
-    try:
-        g = np.asarray(value)
-    except (TypeError, ValueError):
-        g = np.asarray(None)
+    g = _as_array(value)
     if g.dtype.kind not in "biuf":
         raise TypeError(f"{where} must return real numbers, got {type(value).__name__} of dtype {g.dtype}")
     g = np.atleast_1d(g)

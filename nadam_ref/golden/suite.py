@@ -12,7 +12,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from .format import Case, load, save, to_json, to_npz
+from .format import Case, load, save
 
 LONG_STEPS = 100_000
 
@@ -98,10 +98,6 @@ def generate(name: str) -> Case:
 
     ext, options = SUITE[name]
     return make_case(name, generated_by=f"nadam-ref golden generate --suite --only {name}", **options)
-
-
-def case_bytes(case: Case, ext: str) -> bytes:
-    return to_npz(case) if ext == "npz" else to_json(case).encode()
 
 
 def write_suite(out_dir, names=None, *, progress=None) -> list[Path]:
