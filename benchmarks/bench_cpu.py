@@ -103,8 +103,17 @@ def contenders(sizes: list[int], dtype, torch_threads: int) -> dict:
         steps[f"{backend} step"] = NAdam(params, backend=backend).step
     # The compiled pass alone, on a step planned once.
     plan = functional.plan_step(
-        thetas, grads, [np.zeros_like(t) for t in thetas], [np.zeros_like(t) for t in thetas],
-        [0.0] * len(sizes), [1.0] * len(sizes), lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8, backend="numba",
+        thetas,
+        grads,
+        [np.zeros_like(t) for t in thetas],
+        [np.zeros_like(t) for t in thetas],
+        [0.0] * len(sizes),
+        [1.0] * len(sizes),
+        lr=2e-3,
+        beta1=0.9,
+        beta2=0.999,
+        eps=1e-8,
+        backend="numba",
     )
     steps["numba update"] = lambda: backend_numba.update(
         plan.params, plan.grads, plan.exp_avgs, plan.exp_avg_sqs, plan.coefficients
@@ -139,8 +148,14 @@ def run_case(label: str, sizes: list[int], dtype, repeats: int, torch_threads: i
             ratios[f"{name} / numba step"] = medians[name] / numba
     ratios["numba update / numba step"] = medians["numba update"] / numba
     return {
-        "label": label, "dtype": np.dtype(dtype).name, "tensors": len(sizes), "elements": sum(sizes),
-        "repeats": repeats, "median_s": medians, "times_s": times, "ratios": ratios,
+        "label": label,
+        "dtype": np.dtype(dtype).name,
+        "tensors": len(sizes),
+        "elements": sum(sizes),
+        "repeats": repeats,
+        "median_s": medians,
+        "times_s": times,
+        "ratios": ratios,
     }
 
 
@@ -173,7 +188,11 @@ def first_steps() -> dict:
         env = {**os.environ, "NUMBA_CACHE_DIR": cache, "PYTHONPATH": path}
         for name in ("cold", "warm"):
             done = subprocess.run(
-                [sys.executable, "-c", FIRST_STEP_SCRIPT], env=env, capture_output=True, text=True, check=True
+                [sys.executable, "-c", FIRST_STEP_SCRIPT],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
             )
             out[name] = json.loads(done.stdout.strip().splitlines()[-1])
     return out
@@ -181,10 +200,26 @@ def first_steps() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", default="a,b,c,d,first", help="comma-separated, from a, b, c, d, first (default: all)")
-    parser.add_argument("--repeats", type=int, default=15, help="timed rounds per case (case d: a third, at least 3)")
-    parser.add_argument("--torch-threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (default: all cores)")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"JSON results (default: {DEFAULT_OUT})")
+    parser.add_argument(
+        "--cases",
+        default="a,b,c,d,first",
+        help="comma-separated, from a, b, c, d, first (default: all)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=15,
+        help="timed rounds per case (case d: a third, at least 3)",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=os.cpu_count(),
+        help="torch.set_num_threads (default: all cores)",
+    )
+    parser.add_argument(
+        "--out", default=str(DEFAULT_OUT), help=f"JSON results (default: {DEFAULT_OUT})"
+    )
     args = parser.parse_args(argv)
     chosen = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = sorted(set(chosen) - set(CASES) - {"first"})
@@ -193,14 +228,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
 
-    results = {"machine": machine(), "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-               "numba_threads": __import__("numba").get_num_threads(),
-               "torch": torch.__version__ if torch is not None else None, "cases": {}, "targets": []}
+    results = {
+        "machine": machine(),
+        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+        "numba_threads": __import__("numba").get_num_threads(),
+        "torch": torch.__version__ if torch is not None else None,
+        "cases": {},
+        "targets": [],
+    }
     if "first" in chosen:
         results["first_step"] = first_steps()
         for name, r in results["first_step"].items():
-            print(f"first step, {name} cache: import {format_seconds(r['import_s'])}, first step "
-                  f"{format_seconds(r['first_step_s'])} (kernels compiled {r['cache_misses']}, loaded {r['cache_hits']})")
+            print(
+                f"first step, {name} cache: import {format_seconds(r['import_s'])}, first step "
+                f"{format_seconds(r['first_step_s'])} (kernels compiled {r['cache_misses']}, loaded {r['cache_hits']})"
+            )
         print()
 
     rows = []
@@ -210,33 +252,74 @@ def main(argv: list[str] | None = None) -> int:
             r = run_case(label, sizes, dtype, repeats, args.torch_threads)
             results["cases"][label] = r
             m, q = r["median_s"], r["ratios"]
-            rows.append([
-                label, *(format_seconds(m[k]) if k in m else "-" for k in
-                         ("numba step", "numba update", "numpy step", "torch loop", "torch foreach", "roofline")),
-                f"{q['roofline / numba step']:.2f}",
-                f"{q.get('torch foreach / numba step', float('nan')):.1f}x",
-                f"{q.get('torch loop / numba step', float('nan')):.1f}x",
-                f"{q['numpy step / numba step']:.1f}x",
-            ])
+            rows.append(
+                [
+                    label,
+                    *(
+                        format_seconds(m[k]) if k in m else "-"
+                        for k in (
+                            "numba step",
+                            "numba update",
+                            "numpy step",
+                            "torch loop",
+                            "torch foreach",
+                            "roofline",
+                        )
+                    ),
+                    f"{q['roofline / numba step']:.2f}",
+                    f"{q.get('torch foreach / numba step', float('nan')):.1f}x",
+                    f"{q.get('torch loop / numba step', float('nan')):.1f}x",
+                    f"{q['numpy step / numba step']:.1f}x",
+                ]
+            )
             print(f"done {label}", file=sys.stderr, flush=True)
             least_roof, least_torch = TARGETS.get(letter, (None, None))
             if least_roof is not None:
-                results["targets"].append({"case": label, "what": f"roofline / numba step >= {least_roof}",
-                                           "value": q["roofline / numba step"], "met": q["roofline / numba step"] >= least_roof})
+                results["targets"].append(
+                    {
+                        "case": label,
+                        "what": f"roofline / numba step >= {least_roof}",
+                        "value": q["roofline / numba step"],
+                        "met": q["roofline / numba step"] >= least_roof,
+                    }
+                )
             if least_torch is not None and "torch foreach / numba step" in q:
                 value = q["torch foreach / numba step"]
-                results["targets"].append({"case": label, "what": f"torch foreach / numba step >= {least_torch}",
-                                           "value": value, "met": value >= least_torch})
+                results["targets"].append(
+                    {
+                        "case": label,
+                        "what": f"torch foreach / numba step >= {least_torch}",
+                        "value": value,
+                        "met": value >= least_torch,
+                    }
+                )
     if rows:
-        print(format_table(
-            ["case", "numba step", "numba update", "numpy step", "torch loop", "torch foreach", "roofline",
-             "of roofline", "vs foreach", "vs loop", "vs numpy"],
-            rows,
-        ))
-        print("\nmedians of interleaved rounds; 'of roofline' = roofline time / numba step time, "
-              "'vs X' = X time / numba step time")
+        print(
+            format_table(
+                [
+                    "case",
+                    "numba step",
+                    "numba update",
+                    "numpy step",
+                    "torch loop",
+                    "torch foreach",
+                    "roofline",
+                    "of roofline",
+                    "vs foreach",
+                    "vs loop",
+                    "vs numpy",
+                ],
+                rows,
+            )
+        )
+        print(
+            "\nmedians of interleaved rounds; 'of roofline' = roofline time / numba step time, "
+            "'vs X' = X time / numba step time"
+        )
     for t in results["targets"]:
-        print(f"target {t['case']}: {t['what']}: {t['value']:.2f} {'met' if t['met'] else 'NOT met'}")
+        print(
+            f"target {t['case']}: {t['what']}: {t['value']:.2f} {'met' if t['met'] else 'NOT met'}"
+        )
     path = write_json(args.out, results)
     print(f"\nwrote {path}")
     return 0

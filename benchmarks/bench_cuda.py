@@ -65,8 +65,11 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench_cuda.json"
 
 
 def no_gpu(reason: str) -> None:
-    print(f"bench_cuda.py: {reason}; nothing measured. Run it on a machine with a CUDA GPU "
-          "(or with --simulate to check the script itself).", file=sys.stderr)
+    print(
+        f"bench_cuda.py: {reason}; nothing measured. Run it on a machine with a CUDA GPU "
+        "(or with --simulate to check the script itself).",
+        file=sys.stderr,
+    )
     raise SystemExit(2)
 
 
@@ -75,9 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="big,many", help="comma-separated: big, many")
     parser.add_argument("--repeats", type=int, default=30, help="timed rounds (default 30)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default 3)")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"JSON results (default {DEFAULT_OUT})")
-    parser.add_argument("--simulate", action="store_true",
-                        help="run tiny cases on Numba's CUDA simulator (no GPU; the times mean nothing)")
+    parser.add_argument(
+        "--out", default=str(DEFAULT_OUT), help=f"JSON results (default {DEFAULT_OUT})"
+    )
+    parser.add_argument(
+        "--simulate",
+        action="store_true",
+        help="run tiny cases on Numba's CUDA simulator (no GPU; the times mean nothing)",
+    )
     args = parser.parse_args(argv)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in cases if c not in CASES]
@@ -92,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--simulate must be chosen before numba is imported")
         os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
     elif simulated and not args.simulate:
-        no_gpu("NUMBA_ENABLE_CUDASIM is set, so Numba would simulate the GPU; unset it, or pass --simulate")
+        no_gpu(
+            "NUMBA_ENABLE_CUDASIM is set, so Numba would simulate the GPU; unset it, or pass --simulate"
+        )
     from numba import cuda
 
     if not cuda.is_available():
@@ -118,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         "cases": {},
     }
     if args.simulate:
-        result["notes"].append("Numba's CUDA simulator, tiny cases: checks the script; the times mean nothing")
+        result["notes"].append(
+            "Numba's CUDA simulator, tiny cases: checks the script; the times mean nothing"
+        )
     if not torch_cuda:
         result["notes"].append("torch with CUDA not available: torch contenders skipped")
     print(f"device: {result['device']} (cc {result['compute_capability']}); {result['versions']}")
@@ -126,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {note}")
     sizes = SIMULATED_CASES if args.simulate else CASES
     for case in cases:
-        result["cases"][case] = run_case(case, sizes[case], args.repeats, args.warmup, torch if torch_cuda else None)
+        result["cases"][case] = run_case(
+            case, sizes[case], args.repeats, args.warmup, torch if torch_cuda else None
+        )
     path = write_json(args.out, result)
     print(f"\nwrote {path}")
     return 0
@@ -151,7 +165,9 @@ def run_case(case: str, sizes: list[int], repeats: int, warmup: int, torch) -> d
 
     n = sum(sizes)
     rng = np.random.default_rng(0)
-    print(f"\ncase {case}: {len(sizes)} tensor(s), {n:.3g} float32 elements, {n * BYTES_PER_ELEMENT / 1e9:.3g} GB a step")
+    print(
+        f"\ncase {case}: {len(sizes)} tensor(s), {n:.3g} float32 elements, {n * BYTES_PER_ELEMENT / 1e9:.3g} GB a step"
+    )
 
     def host_arrays():
         return [rng.standard_normal(s, dtype=np.float32) for s in sizes]
@@ -171,15 +187,27 @@ def run_case(case: str, sizes: list[int], repeats: int, warmup: int, torch) -> d
     up_grads = [cuda.to_device(g) for g in grads0]
     backend = functional.get_backend("cuda")
     plan = functional.plan_step(
-        up_params, up_grads, [backend.zeros_like(p) for p in up_params], [backend.zeros_like(p) for p in up_params],
-        [0.0] * len(sizes), [1.0] * len(sizes), lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, backend="cuda",
+        up_params,
+        up_grads,
+        [backend.zeros_like(p) for p in up_params],
+        [backend.zeros_like(p) for p in up_params],
+        [0.0] * len(sizes),
+        [1.0] * len(sizes),
+        lr=1e-3,
+        beta1=0.9,
+        beta2=0.999,
+        eps=1e-8,
+        backend="cuda",
     )
     contenders["nadam_ref update"] = plan.run
 
     torch_params = {}
     if torch is not None:
-        for name, options in (("torch foreach", {"foreach": True}), ("torch loop", {"foreach": False}),
-                              ("torch fused", {"fused": True})):
+        for name, options in (
+            ("torch foreach", {"foreach": True}),
+            ("torch loop", {"foreach": False}),
+            ("torch fused", {"fused": True}),
+        ):
             tensors = [torch.tensor(x, device="cuda", requires_grad=True) for x in params0]
             for t, g in zip(tensors, grads0):
                 t.grad = torch.tensor(g, device="cuda")
@@ -216,9 +244,19 @@ def run_case(case: str, sizes: list[int], repeats: int, warmup: int, torch) -> d
             "speedup_vs_torch_foreach": (foreach / med) if foreach else None,
         }
         r = rows[name]
-        table.append([name, format_seconds(med), format_seconds(min(ts)), f"{r['effective_GBps']:.0f}",
-                      f"{r['bandwidth_of_copy']:.2f}", f"{r['speedup_vs_torch_foreach']:.2f}x" if foreach else "-"])
-    print(format_table(["contender", "median", "min", "GB/s", "of copy", "vs torch foreach"], table))
+        table.append(
+            [
+                name,
+                format_seconds(med),
+                format_seconds(min(ts)),
+                f"{r['effective_GBps']:.0f}",
+                f"{r['bandwidth_of_copy']:.2f}",
+                f"{r['speedup_vs_torch_foreach']:.2f}x" if foreach else "-",
+            ]
+        )
+    print(
+        format_table(["contender", "median", "min", "GB/s", "of copy", "vs torch foreach"], table)
+    )
 
     # Every step contender ran warmup + repeats steps on the same inputs.
     steps = warmup + repeats
@@ -229,10 +267,15 @@ def run_case(case: str, sizes: list[int], repeats: int, warmup: int, torch) -> d
     for _ in range(steps):
         cpu.step()
     identical = all(np.array_equal(a, p.data) for a, p in zip(gpu, cpu.param_groups[0]["params"]))
-    print(f"  after {steps} steps, nadam_ref on the GPU is {'' if identical else 'NOT '}bit-identical "
-          "to the CPU backend")
+    print(
+        f"  after {steps} steps, nadam_ref on the GPU is {'' if identical else 'NOT '}bit-identical "
+        "to the CPU backend"
+    )
     torch_distance = {
-        name: max(float(np.max(np.abs(t.detach().cpu().numpy() - a), initial=0.0)) for t, a in zip(tensors, gpu))
+        name: max(
+            float(np.max(np.abs(t.detach().cpu().numpy() - a), initial=0.0))
+            for t, a in zip(tensors, gpu)
+        )
         for name, tensors in torch_params.items()
     }
     for name, distance in torch_distance.items():
@@ -241,12 +284,21 @@ def run_case(case: str, sizes: list[int], repeats: int, warmup: int, torch) -> d
     step = rows["nadam_ref step"]
     targets = {
         "step_at_least_0.8_of_copy_bandwidth": step["bandwidth_of_copy"] >= 0.8,
-        "step_faster_than_torch_foreach": (step["speedup_vs_torch_foreach"] or 0) > 1 if foreach else None,
+        "step_faster_than_torch_foreach": (step["speedup_vs_torch_foreach"] or 0) > 1
+        if foreach
+        else None,
         "bit_identical_to_cpu_backend": identical,
     }
     print(f"  targets: {targets}")
-    return {"tensors": len(sizes), "elements": n, "bytes_per_step": n * BYTES_PER_ELEMENT, "steps": steps,
-            "contenders": rows, "max_abs_difference_from_torch": torch_distance, "targets": targets}
+    return {
+        "tensors": len(sizes),
+        "elements": n,
+        "bytes_per_step": n * BYTES_PER_ELEMENT,
+        "steps": steps,
+        "contenders": rows,
+        "max_abs_difference_from_torch": torch_distance,
+        "targets": targets,
+    }
 
 
 if __name__ == "__main__":

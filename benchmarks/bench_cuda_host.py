@@ -63,8 +63,12 @@ def _device_array(shape, dtype):
 
     dtype = np.dtype(dtype)
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    strides = tuple(int(np.prod(shape[i + 1 :], dtype=np.int64)) * dtype.itemsize for i in range(len(shape)))
-    return DeviceNDArray(shape, strides, dtype, gpu_data=_HostMemory(int(np.prod(shape)) * dtype.itemsize))
+    strides = tuple(
+        int(np.prod(shape[i + 1 :], dtype=np.int64)) * dtype.itemsize for i in range(len(shape))
+    )
+    return DeviceNDArray(
+        shape, strides, dtype, gpu_data=_HostMemory(int(np.prod(shape)) * dtype.itemsize)
+    )
 
 
 class _NoLaunch:
@@ -105,9 +109,13 @@ def _without_gpu() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", type=int, default=500, help="number of tensors (default 500)")
-    parser.add_argument("--elements", type=int, default=10_000, help="elements per tensor (default 10 000)")
+    parser.add_argument(
+        "--elements", type=int, default=10_000, help="elements per tensor (default 10 000)"
+    )
     parser.add_argument("--repeats", type=int, default=30, help="timed rounds (default 30)")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"JSON results (default {DEFAULT_OUT})")
+    parser.add_argument(
+        "--out", default=str(DEFAULT_OUT), help=f"JSON results (default {DEFAULT_OUT})"
+    )
     args = parser.parse_args(argv)
     if args.params < 1 or args.elements < 1 or args.repeats < 1:
         parser.error("--params, --elements and --repeats must be at least 1")
@@ -119,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     for p in cuda_opt.param_groups[0]["params"]:
         p.grad = _device_array(size, np.float32)
     # The CPU backend on arrays so small that its step is nearly all host work.
-    numba_opt = NAdam([rng.standard_normal(1, dtype=np.float32) for _ in range(n)], lr=1e-3, backend="numba")
+    numba_opt = NAdam(
+        [rng.standard_normal(1, dtype=np.float32) for _ in range(n)], lr=1e-3, backend="numba"
+    )
     for p in numba_opt.param_groups[0]["params"]:
         p.grad = rng.standard_normal(1, dtype=np.float32)
     arrays = [[_device_array(size, np.float32) for _ in range(n)] for _ in range(4)]
@@ -136,10 +146,17 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(["contender", "per step", "per parameter"], rows))
     ratio = medians["cuda step (host)"] / medians[f"numba step ({n} × 1 element)"]
     print(f"cuda step host work / numba step: {ratio:.2f}; launches stubbed: {_NoLaunch.launches}")
-    path = write_json(args.out, {
-        "machine": machine(), "params": n, "elements": size, "repeats": args.repeats,
-        "median_s": medians, "cuda_host_over_numba_step": ratio,
-    })
+    path = write_json(
+        args.out,
+        {
+            "machine": machine(),
+            "params": n,
+            "elements": size,
+            "repeats": args.repeats,
+            "median_s": medians,
+            "cuda_host_over_numba_step": ratio,
+        },
+    )
     print(f"wrote {path}")
     return 0
 

@@ -17,7 +17,11 @@ from .optimizer import NAdam, Parameter
 __version__ = "0.1.0"
 
 # Imported on first use, so that ``import nadam_ref`` does not pull in SciPy.
-_LAZY = {"minimize": "nadam_ref.optimize", "save": "nadam_ref.checkpoint", "load": "nadam_ref.checkpoint"}
+_LAZY = {
+    "minimize": "nadam_ref.optimize",
+    "save": "nadam_ref.checkpoint",
+    "load": "nadam_ref.checkpoint",
+}
 
 __all__ = ["NAdam", "Parameter", "nadam", "minimize", "save", "load", "__version__"]
 

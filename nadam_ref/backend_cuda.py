@@ -218,10 +218,25 @@ def _nadam_kernel(addresses, sizes, chunk_params, chunk_starts, table, chunk):
             for u in range(ILP):
                 if first + u * stride < stop:
                     theta[u], m[u], v[u] = _element(
-                        theta[u], grads[u], m[u], v[u],
-                        beta1, one_minus_beta1, beta2, one_minus_beta2, lr, eps,
-                        weight_decay, decay_factor, momentum_weight, grad_weight,
-                        momentum_step, grad_step, bias_correction2, maximize, split_update,
+                        theta[u],
+                        grads[u],
+                        m[u],
+                        v[u],
+                        beta1,
+                        one_minus_beta1,
+                        beta2,
+                        one_minus_beta2,
+                        lr,
+                        eps,
+                        weight_decay,
+                        decay_factor,
+                        momentum_weight,
+                        grad_weight,
+                        momentum_step,
+                        grad_step,
+                        bias_correction2,
+                        maximize,
+                        split_update,
                     )
             for u in range(ILP):
                 i = first + u * stride
@@ -284,7 +299,9 @@ def kernel_ptx(dtype="float32", cc: tuple[int, int] = (9, 0), *, contract: bool 
     from numba.cuda.core.compiler_lock import global_compiler_lock
 
     element = cuda.jit(device=True)(nadam_element)
-    kernel = FunctionType(_nadam_kernel.__code__, {**globals(), "_element": element}, "_nadam_kernel")
+    kernel = FunctionType(
+        _nadam_kernel.__code__, {**globals(), "_element": element}, "_nadam_kernel"
+    )
     # A device function is compiled for the current GPU's compute capability; there may be none.
     device = SimpleNamespace(compute_capability=tuple(cc))
     context = contextlib.nullcontext() if contract else _without_fma_contraction()
@@ -292,7 +309,9 @@ def kernel_ptx(dtype="float32", cc: tuple[int, int] = (9, 0), *, contract: bool 
         current = dispatcher.get_current_device
         dispatcher.get_current_device = lambda: device
         try:
-            ptx, _ = cuda.compile_ptx(kernel, _signature(dtype), device=False, opt=True, cc=tuple(cc))
+            ptx, _ = cuda.compile_ptx(
+                kernel, _signature(dtype), device=False, opt=True, cc=tuple(cc)
+            )
         finally:
             dispatcher.get_current_device = current
     return ptx
@@ -537,14 +556,18 @@ def update(
             continue
         address = _address(p)
         if address in seen:
-            raise ValueError(f"parameters {seen[address]} and {i} are the same array; a step updates each once")
+            raise ValueError(
+                f"parameters {seen[address]} and {i} are the same array; a step updates each once"
+            )
         seen[address] = i
         host = isinstance(g, np.ndarray)  # copied to the device in _launch
         addresses = [address, None if host else _address(g), _address(m), _address(v)]
         batch = launches.get(p.dtype)
         if batch is None:
             if p.dtype not in _KERNEL_DTYPES:
-                raise TypeError(f"parameter {i} has dtype {p.dtype}; the cuda kernel takes float32 or float64 arrays")
+                raise TypeError(
+                    f"parameter {i} has dtype {p.dtype}; the cuda kernel takes float32 or float64 arrays"
+                )
             batch = launches[p.dtype] = []
         batch.append((addresses, size, g if host else None, c))
     with _lock:  # the kept tables and staging buffers are shared

@@ -78,10 +78,31 @@ def _pointer(typingctx, address):
 
 @njit(cache=True, error_model="numpy")
 def _run_chunk(
-    tensor, start, stop, itemsize, bases, spans, offsets, ndims, shapes, strides,
-    beta1, one_minus_beta1, beta2, one_minus_beta2, lr, eps, weight_decay,
-    decay_factor, momentum_weight, grad_weight, momentum_step, grad_step,
-    bias_correction2, maximize, split_update,
+    tensor,
+    start,
+    stop,
+    itemsize,
+    bases,
+    spans,
+    offsets,
+    ndims,
+    shapes,
+    strides,
+    beta1,
+    one_minus_beta1,
+    beta2,
+    one_minus_beta2,
+    lr,
+    eps,
+    weight_decay,
+    decay_factor,
+    momentum_weight,
+    grad_weight,
+    momentum_step,
+    grad_step,
+    bias_correction2,
+    maximize,
+    split_update,
 ):
     """Update elements [start, stop) (in C order) of tensor ``tensor`` in place."""
     dtype = np.dtype(type(beta1))  # the coefficients are in the arrays' dtype
@@ -96,10 +117,25 @@ def _run_chunk(
         v = carray(_pointer(bases[tensor, 3] + skip), n, dtype)
         for j in range(n):
             theta[j], m[j], v[j] = _element(
-                theta[j], grad[j], m[j], v[j],
-                beta1, one_minus_beta1, beta2, one_minus_beta2, lr, eps, weight_decay,
-                decay_factor, momentum_weight, grad_weight, momentum_step, grad_step,
-                bias_correction2, maximize, split_update,
+                theta[j],
+                grad[j],
+                m[j],
+                v[j],
+                beta1,
+                one_minus_beta1,
+                beta2,
+                one_minus_beta2,
+                lr,
+                eps,
+                weight_decay,
+                decay_factor,
+                momentum_weight,
+                grad_weight,
+                momentum_step,
+                grad_step,
+                bias_correction2,
+                maximize,
+                split_update,
             )
         return
     theta = carray(_pointer(bases[tensor, 0]), spans[tensor, 0], dtype)
@@ -135,10 +171,25 @@ def _run_chunk(
             a2 = o2 + r * s2
             a3 = o3 + r * s3
             theta[a0], m[a2], v[a3] = _element(
-                theta[a0], grad[o1 + r * s1], m[a2], v[a3],
-                beta1, one_minus_beta1, beta2, one_minus_beta2, lr, eps, weight_decay,
-                decay_factor, momentum_weight, grad_weight, momentum_step, grad_step,
-                bias_correction2, maximize, split_update,
+                theta[a0],
+                grad[o1 + r * s1],
+                m[a2],
+                v[a3],
+                beta1,
+                one_minus_beta1,
+                beta2,
+                one_minus_beta2,
+                lr,
+                eps,
+                weight_decay,
+                decay_factor,
+                momentum_weight,
+                grad_weight,
+                momentum_step,
+                grad_step,
+                bias_correction2,
+                maximize,
+                split_update,
             )
         k += run
 
@@ -176,39 +227,118 @@ def _chunks(sizes, chunk):
 
 @njit(parallel=True, cache=True, error_model="numpy")
 def _update_parallel(
-    sizes, itemsize, bases, spans, offsets, ndims, shapes, strides,
-    beta1, one_minus_beta1, beta2, one_minus_beta2, lr, eps, weight_decay,
-    decay_factor, momentum_weight, grad_weight, momentum_step, grad_step,
-    bias_correction2, maximize, split_update,
+    sizes,
+    itemsize,
+    bases,
+    spans,
+    offsets,
+    ndims,
+    shapes,
+    strides,
+    beta1,
+    one_minus_beta1,
+    beta2,
+    one_minus_beta2,
+    lr,
+    eps,
+    weight_decay,
+    decay_factor,
+    momentum_weight,
+    grad_weight,
+    momentum_step,
+    grad_step,
+    bias_correction2,
+    maximize,
+    split_update,
 ):
     """Every tensor of the table, in units of about CHUNK elements spread over the cores."""
     pieces, units = _chunks(sizes, CHUNK)
     for u in prange(units.shape[0] - 1):
         for c in range(units[u], units[u + 1]):
             _run_chunk(
-                pieces[c, 0], pieces[c, 1], pieces[c, 2], itemsize,
-                bases, spans, offsets, ndims, shapes, strides,
-                beta1, one_minus_beta1, beta2, one_minus_beta2, lr, eps, weight_decay,
-                decay_factor, momentum_weight, grad_weight, momentum_step, grad_step,
-                bias_correction2, maximize, split_update,
+                pieces[c, 0],
+                pieces[c, 1],
+                pieces[c, 2],
+                itemsize,
+                bases,
+                spans,
+                offsets,
+                ndims,
+                shapes,
+                strides,
+                beta1,
+                one_minus_beta1,
+                beta2,
+                one_minus_beta2,
+                lr,
+                eps,
+                weight_decay,
+                decay_factor,
+                momentum_weight,
+                grad_weight,
+                momentum_step,
+                grad_step,
+                bias_correction2,
+                maximize,
+                split_update,
             )
 
 
 @njit(cache=True, error_model="numpy")
 def _update_serial(
-    sizes, itemsize, bases, spans, offsets, ndims, shapes, strides,
-    beta1, one_minus_beta1, beta2, one_minus_beta2, lr, eps, weight_decay,
-    decay_factor, momentum_weight, grad_weight, momentum_step, grad_step,
-    bias_correction2, maximize, split_update,
+    sizes,
+    itemsize,
+    bases,
+    spans,
+    offsets,
+    ndims,
+    shapes,
+    strides,
+    beta1,
+    one_minus_beta1,
+    beta2,
+    one_minus_beta2,
+    lr,
+    eps,
+    weight_decay,
+    decay_factor,
+    momentum_weight,
+    grad_weight,
+    momentum_step,
+    grad_step,
+    bias_correction2,
+    maximize,
+    split_update,
 ):
     """Every tensor of the table on this thread (small steps, where starting
     threads would cost more than the work)."""
     for i in range(sizes.shape[0]):
         _run_chunk(
-            i, 0, sizes[i], itemsize, bases, spans, offsets, ndims, shapes, strides,
-            beta1, one_minus_beta1, beta2, one_minus_beta2, lr, eps, weight_decay,
-            decay_factor, momentum_weight, grad_weight, momentum_step, grad_step,
-            bias_correction2, maximize, split_update,
+            i,
+            0,
+            sizes[i],
+            itemsize,
+            bases,
+            spans,
+            offsets,
+            ndims,
+            shapes,
+            strides,
+            beta1,
+            one_minus_beta1,
+            beta2,
+            one_minus_beta2,
+            lr,
+            eps,
+            weight_decay,
+            decay_factor,
+            momentum_weight,
+            grad_weight,
+            momentum_step,
+            grad_step,
+            bias_correction2,
+            maximize,
+            split_update,
         )
 
 
@@ -222,7 +352,16 @@ class _Layout:
     ``geometry`` is the array's shape and strides in bytes, as it was read."""
 
     __slots__ = (
-        "size", "base", "span", "offset", "shape", "strides", "dense_strides", "compilable", "geometry", "ref",
+        "size",
+        "base",
+        "span",
+        "offset",
+        "shape",
+        "strides",
+        "dense_strides",
+        "compilable",
+        "geometry",
+        "ref",
     )
 
     def __init__(self, array: np.ndarray):
@@ -335,7 +474,12 @@ def _table(layouts: tuple) -> tuple:
         i: _strided_shape(quad)
         for i, quad in enumerate(quads)
         if quad[0].dense_strides is None
-        or not (quad[0].dense_strides == quad[1].dense_strides == quad[2].dense_strides == quad[3].dense_strides)
+        or not (
+            quad[0].dense_strides
+            == quad[1].dense_strides
+            == quad[2].dense_strides
+            == quad[3].dense_strides
+        )
     }
     depth = max((len(shape) for shape, _ in described.values()), default=1)
     ndims = np.zeros(count, np.int64)
@@ -385,10 +529,17 @@ def update(
     batches: dict[tuple, list] = {}  # (dtype, coefficients) → layouts of its tensors, flat
     by_numpy = []
     last_coef, last_dtype, batch = None, None, None
-    for param, grad, exp_avg, exp_avg_sq, coef in zip(params, grads, exp_avgs, exp_avg_sqs, coefficients):
+    for param, grad, exp_avg, exp_avg_sq, coef in zip(
+        params, grads, exp_avgs, exp_avg_sqs, coefficients
+    ):
         if param.size == 0:
             continue
-        layouts = lp, lg, lm, lv = _layout(param), _layout(grad), _layout(exp_avg), _layout(exp_avg_sq)
+        layouts = lp, lg, lm, lv = (
+            _layout(param),
+            _layout(grad),
+            _layout(exp_avg),
+            _layout(exp_avg_sq),
+        )
         if not (lp.compilable and lg.compilable and lm.compilable and lv.compilable):
             by_numpy.append((param, grad, exp_avg, exp_avg_sq, coef))
             continue

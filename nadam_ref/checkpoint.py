@@ -112,20 +112,34 @@ def _encode(state_dict) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             except (TypeError, ValueError) as e:  # a ragged list, say
                 raise CheckpointError(f"{field} is not an array ({e})") from None
             if name in ("step", "mu_product"):
-                if value.shape != () or value.dtype.kind not in "iuf" or value.dtype.newbyteorder("<").str not in SCALAR_DTYPES:
-                    raise CheckpointError(f"{field} must be a float32, float64 or integer scalar, got {entry[name]!r}")
-            arrays[f"state.{index}.{name}"] = np.array(value, dtype=value.dtype.newbyteorder("<"), order="C")
+                if (
+                    value.shape != ()
+                    or value.dtype.kind not in "iuf"
+                    or value.dtype.newbyteorder("<").str not in SCALAR_DTYPES
+                ):
+                    raise CheckpointError(
+                        f"{field} must be a float32, float64 or integer scalar, got {entry[name]!r}"
+                    )
+            arrays[f"state.{index}.{name}"] = np.array(
+                value, dtype=value.dtype.newbyteorder("<"), order="C"
+            )
     metadata = {
         "format": FORMAT,
         "version": VERSION,
         "param_groups": groups,
         "state": state,
         "arrays": {
-            name: {"dtype": a.dtype.str, "shape": list(a.shape), "sha256": hashlib.sha256(a.tobytes()).hexdigest()}
+            name: {
+                "dtype": a.dtype.str,
+                "shape": list(a.shape),
+                "sha256": hashlib.sha256(a.tobytes()).hexdigest(),
+            }
             for name, a in arrays.items()
         },
     }
-    _check_state_dict(_decode_groups(groups, "state_dict"), _state_from_arrays(state, arrays), "state_dict")
+    _check_state_dict(
+        _decode_groups(groups, "state_dict"), _state_from_arrays(state, arrays), "state_dict"
+    )
     return arrays, metadata
 
 
@@ -141,7 +155,9 @@ def _to_json(value, field: str):
         return value
     if isinstance(value, (list, tuple)):
         return [_to_json(v, f"{field}[{i}]") for i, v in enumerate(value)]
-    raise CheckpointError(f"{field} has type {type(value).__name__}, which a checkpoint cannot store")
+    raise CheckpointError(
+        f"{field} has type {type(value).__name__}, which a checkpoint cannot store"
+    )
 
 
 def _write_npz(f, metadata: dict, arrays: dict[str, np.ndarray]) -> None:
@@ -205,8 +221,19 @@ def _load_bytes(data: bytes) -> dict[str, Any]:
     # zipfile and the .npy header parser raise many kinds of error on damaged
     # input; every one of them means the same thing here.
     damaged = (
-        zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
-        OverflowError, NotImplementedError, RuntimeError, UnicodeDecodeError, MemoryError, RecursionError,
+        zipfile.BadZipFile,
+        EOFError,
+        OSError,
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        OverflowError,
+        NotImplementedError,
+        RuntimeError,
+        UnicodeDecodeError,
+        MemoryError,
+        RecursionError,
     )
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
@@ -217,7 +244,9 @@ def _load_bytes(data: bytes) -> dict[str, Any]:
             by_name = {i.filename: i for i in infos}
             for info in infos:
                 if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
-                    raise CheckpointError(f"member {info.filename!r} is compressed or encrypted; checkpoints store members plainly")
+                    raise CheckpointError(
+                        f"member {info.filename!r} is compressed or encrypted; checkpoints store members plainly"
+                    )
             if f"{METADATA}.npy" not in by_name:
                 raise CheckpointError("no metadata: not a nadam_ref checkpoint")
             metadata = _read_metadata(zf, by_name[f"{METADATA}.npy"])
@@ -225,8 +254,13 @@ def _load_bytes(data: bytes) -> dict[str, Any]:
             expected = {f"{METADATA}.npy"} | {f"{name}.npy" for name in table}
             if set(names) != expected:
                 extra, missing = sorted(set(names) - expected), sorted(expected - set(names))
-                raise CheckpointError(f"the archive's members differ from the metadata (extra {extra}, missing {missing})")
-            arrays = {name: _read_array(zf, by_name[f"{name}.npy"], name, spec) for name, spec in table.items()}
+                raise CheckpointError(
+                    f"the archive's members differ from the metadata (extra {extra}, missing {missing})"
+                )
+            arrays = {
+                name: _read_array(zf, by_name[f"{name}.npy"], name, spec)
+                for name, spec in table.items()
+            }
     except CheckpointError:
         raise
     except damaged as e:
@@ -253,11 +287,15 @@ def _read_npy_header(f, field: str):
 
 def _read_metadata(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> dict:
     if info.file_size > MAX_METADATA_BYTES:
-        raise CheckpointError(f"metadata is {info.file_size} bytes, more than the {MAX_METADATA_BYTES} allowed")
+        raise CheckpointError(
+            f"metadata is {info.file_size} bytes, more than the {MAX_METADATA_BYTES} allowed"
+        )
     f = io.BytesIO(zf.read(info))  # read whole first, so the zip's CRC is checked before parsing
     shape, fortran, dtype = _read_npy_header(f, "metadata")
     if shape != () or dtype.kind != "U" or fortran:
-        raise CheckpointError(f"metadata must be a 0-d string array, got shape {shape} and dtype {dtype}")
+        raise CheckpointError(
+            f"metadata must be a 0-d string array, got shape {shape} and dtype {dtype}"
+        )
     raw = f.read(dtype.itemsize)
     if len(raw) != dtype.itemsize or f.read(1):
         raise CheckpointError("metadata has the wrong length")
@@ -278,18 +316,26 @@ def _reject_constant(name: str):
 def _check_metadata(metadata: dict) -> tuple[list, list[int], dict[str, tuple]]:
     """The metadata's groups, state indices and array table, with their types checked."""
     if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"metadata 'format' is {metadata.get('format')!r}, expected {FORMAT!r}")
+        raise CheckpointError(
+            f"metadata 'format' is {metadata.get('format')!r}, expected {FORMAT!r}"
+        )
     version = metadata.get("version")
     if not _is_int(version) or version < 1:
         raise CheckpointError(f"metadata 'version' must be a positive integer, got {version!r}")
     if version > VERSION:
-        raise CheckpointError(f"written in format version {version}; this nadam_ref reads up to version {VERSION}")
+        raise CheckpointError(
+            f"written in format version {version}; this nadam_ref reads up to version {VERSION}"
+        )
     missing = [k for k in ("param_groups", "state", "arrays") if k not in metadata]
     if missing:
         raise CheckpointError(f"metadata lacks {missing}")
     groups = _decode_groups(metadata["param_groups"], "metadata")
     state = metadata["state"]
-    if not isinstance(state, list) or not all(_is_int(i) and i >= 0 for i in state) or len(set(state)) != len(state):
+    if (
+        not isinstance(state, list)
+        or not all(_is_int(i) and i >= 0 for i in state)
+        or len(set(state)) != len(state)
+    ):
         raise CheckpointError("metadata 'state' must be a list of distinct parameter indices")
     table = metadata["arrays"]
     if not isinstance(table, dict):
@@ -297,7 +343,8 @@ def _check_metadata(metadata: dict) -> tuple[list, list[int], dict[str, tuple]]:
     expected = {f"state.{i}.{k}" for i in state for k in STATE_KEYS}
     if set(table) != expected:
         raise CheckpointError(
-            f"metadata 'arrays' lists {sorted(set(table) - expected)} too many and {sorted(expected - set(table))} too few"
+            f"metadata 'arrays' lists {sorted(set(table) - expected)} too many "
+            f"and {sorted(expected - set(table))} too few"
         )
     specs = {}
     for name, spec in table.items():
@@ -308,10 +355,18 @@ def _check_metadata(metadata: dict) -> tuple[list, list[int], dict[str, tuple]]:
         if spec["dtype"] not in (SCALAR_DTYPES if scalar else ARRAY_DTYPES):
             raise CheckpointError(f"{field} has dtype {spec['dtype']!r}")
         shape = spec["shape"]
-        if not isinstance(shape, list) or not all(_is_int(n) and n >= 0 for n in shape) or (scalar and shape):
+        if (
+            not isinstance(shape, list)
+            or not all(_is_int(n) and n >= 0 for n in shape)
+            or (scalar and shape)
+        ):
             raise CheckpointError(f"{field} has shape {shape!r}")
         digest = spec["sha256"]
-        if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        if (
+            not isinstance(digest, str)
+            or len(digest) != 64
+            or any(c not in "0123456789abcdef" for c in digest)
+        ):
             raise CheckpointError(f"{field} has no valid sha256")
         specs[name] = (np.dtype(spec["dtype"]), tuple(shape), digest)
     return groups, state, specs
@@ -322,11 +377,15 @@ def _read_array(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, spec: tup
     nbytes = dtype.itemsize * math.prod(shape)
     # The declared size must fit before anything is allocated for the array.
     if info.file_size > nbytes + 65536:
-        raise CheckpointError(f"{name}: member is {info.file_size} bytes, too large for {shape} of {dtype}")
+        raise CheckpointError(
+            f"{name}: member is {info.file_size} bytes, too large for {shape} of {dtype}"
+        )
     f = io.BytesIO(zf.read(info))
     header = _read_npy_header(f, name)
     if header != (shape, False, dtype):
-        raise CheckpointError(f"{name}: stored as shape {header[0]} and dtype {header[2]}, metadata says {shape} and {dtype}")
+        raise CheckpointError(
+            f"{name}: stored as shape {header[0]} and dtype {header[2]}, metadata says {shape} and {dtype}"
+        )
     raw = f.read(nbytes)
     if len(raw) != nbytes or f.read(1):
         raise CheckpointError(f"{name}: holds the wrong number of bytes")
@@ -345,7 +404,9 @@ def _is_int(x) -> bool:
 def _check_layout(state_dict, where: str) -> None:
     """The shape of a state_dict: {"state": {i: {4 keys}}, "param_groups": [{...}]}."""
     if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
-        raise CheckpointError(f'{where} must be a dict with exactly the keys "state" and "param_groups"')
+        raise CheckpointError(
+            f'{where} must be a dict with exactly the keys "state" and "param_groups"'
+        )
     if not isinstance(state_dict["param_groups"], (list, tuple)):
         raise CheckpointError(f'{where}["param_groups"] must be a list')
     if not isinstance(state_dict["state"], dict):
@@ -355,9 +416,13 @@ def _check_layout(state_dict, where: str) -> None:
             raise CheckpointError(f"{where} param_groups[{g}] must be a dict with string keys")
     for key, entry in state_dict["state"].items():
         if not _is_int(key) or key < 0:
-            raise CheckpointError(f"{where} state key {key!r} must be a parameter index (an integer ≥ 0)")
+            raise CheckpointError(
+                f"{where} state key {key!r} must be a parameter index (an integer ≥ 0)"
+            )
         if not isinstance(entry, dict) or set(entry) != set(STATE_KEYS):
-            raise CheckpointError(f"{where} state[{key}] must have exactly the keys {list(STATE_KEYS)}")
+            raise CheckpointError(
+                f"{where} state[{key}] must have exactly the keys {list(STATE_KEYS)}"
+            )
 
 
 def _decode_groups(groups, where: str) -> list[dict]:
@@ -380,17 +445,30 @@ def _decode_groups(groups, where: str) -> list[dict]:
         seen.update(params)
         for name in _BOOL_OPTIONS:
             if not isinstance(group[name], (bool, np.bool_)):
-                raise CheckpointError(f"{where} {field}[{name!r}] must be true or false, got {group[name]!r}")
+                raise CheckpointError(
+                    f"{where} {field}[{name!r}] must be true or false, got {group[name]!r}"
+                )
         betas = group["betas"]
         if isinstance(betas, (list, tuple)):
             betas = tuple(betas)
         try:
             functional.check_hyperparameters(
-                group["lr"], betas, group["eps"], group["weight_decay"], group["momentum_decay"], where=f"{where} {field}"
+                group["lr"],
+                betas,
+                group["eps"],
+                group["weight_decay"],
+                group["momentum_decay"],
+                where=f"{where} {field}",
             )
         except ValueError as e:
             raise CheckpointError(str(e)) from None
-        out.append({**{k: v for k, v in group.items() if k != "params"}, "betas": betas, "params": list(params)})
+        out.append(
+            {
+                **{k: v for k, v in group.items() if k != "params"},
+                "betas": betas,
+                "params": list(params),
+            }
+        )
     return out
 
 
@@ -399,7 +477,9 @@ def _state_from_arrays(state: list[int], arrays: dict[str, np.ndarray]) -> dict[
     for i in state:
         entry = {k: arrays[f"state.{i}.{k}"] for k in STATE_KEYS}
         entry["step"] = entry["step"].reshape(()).dtype.type(entry["step"].reshape(())[()])
-        entry["mu_product"] = entry["mu_product"].reshape(()).dtype.type(entry["mu_product"].reshape(())[()])
+        entry["mu_product"] = (
+            entry["mu_product"].reshape(()).dtype.type(entry["mu_product"].reshape(())[()])
+        )
         out[int(i)] = entry
     return out
 
@@ -414,13 +494,19 @@ def _check_state_dict(groups: list[dict], state: dict[int, dict], where: str) ->
             raise CheckpointError(f"{field} belongs to a parameter no group lists")
         step, mu_product = float(entry["step"]), float(entry["mu_product"])
         if not (math.isfinite(step) and step >= 0 and step == int(step)):
-            raise CheckpointError(f"{field}['step'] must be a whole number ≥ 0, got {entry['step']!r}")
+            raise CheckpointError(
+                f"{field}['step'] must be a whole number ≥ 0, got {entry['step']!r}"
+            )
         if not 0.0 <= mu_product <= 1.0:
-            raise CheckpointError(f"{field}['mu_product'] must lie in [0, 1], got {entry['mu_product']!r}")
+            raise CheckpointError(
+                f"{field}['mu_product'] must lie in [0, 1], got {entry['mu_product']!r}"
+            )
         m, v = entry["exp_avg"], entry["exp_avg_sq"]
         for name, a in (("exp_avg", m), ("exp_avg_sq", v)):
             if a.dtype.newbyteorder("<").str not in ARRAY_DTYPES:
-                raise CheckpointError(f"{field}[{name!r}] has dtype {a.dtype}; expected float32, float64, complex64 or complex128")
+                raise CheckpointError(
+                    f"{field}[{name!r}] has dtype {a.dtype}; expected float32, float64, complex64 or complex128"
+                )
         if m.shape != v.shape or m.dtype != v.dtype:
             raise CheckpointError(
                 f"{field}: exp_avg ({m.shape}, {m.dtype}) and exp_avg_sq ({v.shape}, {v.dtype}) differ"

@@ -13,7 +13,11 @@ import sys
 
 #: subcommand → (module, function taking the remaining argv and returning an exit code, help line)
 COMMANDS = {
-    "demo": ("nadam_ref.optimize", "demo_main", "minimize the Rosenbrock function and print progress"),
+    "demo": (
+        "nadam_ref.optimize",
+        "demo_main",
+        "minimize the Rosenbrock function and print progress",
+    ),
     "golden": ("nadam_ref.golden.cli", "main", "list, generate and verify golden test vectors"),
 }
 

@@ -41,9 +41,7 @@ def get_backend(name: str) -> ModuleType:
     return importlib.import_module(BACKENDS[name])
 
 
-def check_hyperparameters(
-    lr, betas, eps, weight_decay, momentum_decay, *, where: str = ""
-) -> None:
+def check_hyperparameters(lr, betas, eps, weight_decay, momentum_decay, *, where: str = "") -> None:
     """Raise ValueError naming the first invalid hyperparameter (torch's rules:
     lr, eps, weight_decay, momentum_decay ≥ 0 and 0 ≤ β < 1; NaN is invalid)."""
     prefix = f"{where}: " if where else ""
@@ -237,7 +235,9 @@ def plan_step(
     check_hyperparameters(lr, (beta1, beta2), eps, weight_decay, momentum_decay)
     n = len(params)
     if not all(len(x) == n for x in (grads, exp_avgs, exp_avg_sqs, steps, mu_products)):
-        raise ValueError("params, grads, exp_avgs, exp_avg_sqs, steps and mu_products must have equal lengths")
+        raise ValueError(
+            "params, grads, exp_avgs, exp_avg_sqs, steps and mu_products must have equal lengths"
+        )
     names = list(names) if names is not None else [f"parameter {i}" for i in range(n)]
     plan = StepPlan(module, [], [], [], [], [], [])
     # Optional backend hooks: ``adopt`` brings an array the backend accepts into the form it
@@ -267,14 +267,27 @@ def plan_step(
             key = None
         if key is None or key not in shared:
             scalars = advance(
-                step, mu_product, beta1, beta2, momentum_decay,
-                compute_dtype=compute_dtype, state_dtype=scalar_dtype, base=momentum_base,
+                step,
+                mu_product,
+                beta1,
+                beta2,
+                momentum_decay,
+                compute_dtype=compute_dtype,
+                state_dtype=scalar_dtype,
+                base=momentum_base,
             )
             coefs = coefficients(
-                scalars, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay,
-                maximize=maximize, split_update=split_update,
-                compute_dtype=compute_dtype, dtype=param.dtype,
+                scalars,
+                lr=lr,
+                beta1=beta1,
+                beta2=beta2,
+                eps=eps,
+                weight_decay=weight_decay,
+                decoupled_weight_decay=decoupled_weight_decay,
+                maximize=maximize,
+                split_update=split_update,
+                compute_dtype=compute_dtype,
+                dtype=param.dtype,
             )
             if key is not None:
                 shared[key] = scalars, coefs

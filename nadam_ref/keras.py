@@ -71,7 +71,15 @@ from .optimizer import Parameter
 
 SCHEDULES = ("legacy", "keras3")
 #: Keyword arguments accepted besides the named ones (the seed page's list, plus Keras 3's).
-KWARGS = ("clipnorm", "clipvalue", "global_clipnorm", "lr", "decay", "schedule_decay", "weight_decay")
+KWARGS = (
+    "clipnorm",
+    "clipvalue",
+    "global_clipnorm",
+    "lr",
+    "decay",
+    "schedule_decay",
+    "weight_decay",
+)
 #: Slots every variable gets, in the order optimizer_v2 creates them.
 SLOT_NAMES = ("m", "v")
 DEFAULT_SCHEDULE_DECAY = 0.004
@@ -149,7 +157,9 @@ class Nadam:
         if not isinstance(name, str) or not name:
             raise TypeError(f"name must be a non-empty string, got {name!r}")
         if "lr" in kwargs:
-            warnings.warn("The `lr` argument is deprecated, use `learning_rate` instead.", stacklevel=2)
+            warnings.warn(
+                "The `lr` argument is deprecated, use `learning_rate` instead.", stacklevel=2
+            )
             learning_rate = kwargs["lr"]
         decays = {k: kwargs[k] for k in ("decay", "schedule_decay") if kwargs.get(k) is not None}
         if len(decays) == 2 and decays["decay"] != decays["schedule_decay"]:
@@ -157,7 +167,9 @@ class Nadam:
                 f"decay and schedule_decay are the same setting (ψ); got decay={decays['decay']} "
                 f"and schedule_decay={decays['schedule_decay']}"
             )
-        clipnorm, clipvalue, global_clipnorm = (kwargs.get(k) for k in ("clipnorm", "clipvalue", "global_clipnorm"))
+        clipnorm, clipvalue, global_clipnorm = (
+            kwargs.get(k) for k in ("clipnorm", "clipvalue", "global_clipnorm")
+        )
         if schedule == "legacy":
             if clipnorm is not None and global_clipnorm is not None:
                 raise ValueError(
@@ -172,15 +184,24 @@ class Nadam:
             )
         schedule_decay = next(iter(decays.values()), DEFAULT_SCHEDULE_DECAY)
         weight_decay = kwargs.get("weight_decay")
-        functional.check_hyperparameters(learning_rate, (beta_1, beta_2), epsilon, weight_decay or 0.0, schedule_decay)
+        functional.check_hyperparameters(
+            learning_rate, (beta_1, beta_2), epsilon, weight_decay or 0.0, schedule_decay
+        )
 
         self._name = name
         self._schedule = schedule
         self._hyper = {
-            "learning_rate": learning_rate, "decay": schedule_decay,
-            "beta_1": beta_1, "beta_2": beta_2, "epsilon": epsilon,
+            "learning_rate": learning_rate,
+            "decay": schedule_decay,
+            "beta_1": beta_1,
+            "beta_2": beta_2,
+            "epsilon": epsilon,
         }
-        self._clipnorm, self._clipvalue, self._global_clipnorm = clipnorm, clipvalue, global_clipnorm
+        self._clipnorm, self._clipvalue, self._global_clipnorm = (
+            clipnorm,
+            clipvalue,
+            global_clipnorm,
+        )
         self._weight_decay = weight_decay
         # State, in optimizer_v2's creation order: iterations, momentum cache, then slots.
         self._iterations = np.zeros((), np.int64)
@@ -209,19 +230,34 @@ class Nadam:
     def _set_hyper(self, key: str, value) -> None:
         trial = {**self._hyper, key: value}
         functional.check_hyperparameters(
-            trial["learning_rate"], (trial["beta_1"], trial["beta_2"]), trial["epsilon"],
-            self._weight_decay or 0.0, trial["decay"],
+            trial["learning_rate"],
+            (trial["beta_1"], trial["beta_2"]),
+            trial["epsilon"],
+            self._weight_decay or 0.0,
+            trial["decay"],
         )
         self._hyper[key] = value
 
-    learning_rate = property(lambda self: self._hyper["learning_rate"],
-                             lambda self, v: self._set_hyper("learning_rate", v), doc="γ")
+    learning_rate = property(
+        lambda self: self._hyper["learning_rate"],
+        lambda self, v: self._set_hyper("learning_rate", v),
+        doc="γ",
+    )
     lr = learning_rate  # tf_keras's backwards-compatible alias
-    beta_1 = property(lambda self: self._hyper["beta_1"], lambda self, v: self._set_hyper("beta_1", v), doc="β1")
-    beta_2 = property(lambda self: self._hyper["beta_2"], lambda self, v: self._set_hyper("beta_2", v), doc="β2")
-    epsilon = property(lambda self: self._hyper["epsilon"], lambda self, v: self._set_hyper("epsilon", v), doc="ε")
-    decay = property(lambda self: self._hyper["decay"], lambda self, v: self._set_hyper("decay", v),
-                     doc="ψ of the legacy schedule (``schedule_decay``)")
+    beta_1 = property(
+        lambda self: self._hyper["beta_1"], lambda self, v: self._set_hyper("beta_1", v), doc="β1"
+    )
+    beta_2 = property(
+        lambda self: self._hyper["beta_2"], lambda self, v: self._set_hyper("beta_2", v), doc="β2"
+    )
+    epsilon = property(
+        lambda self: self._hyper["epsilon"], lambda self, v: self._set_hyper("epsilon", v), doc="ε"
+    )
+    decay = property(
+        lambda self: self._hyper["decay"],
+        lambda self, v: self._set_hyper("decay", v),
+        doc="ψ of the legacy schedule (``schedule_decay``)",
+    )
     clipnorm = property(lambda self: self._clipnorm)
     clipvalue = property(lambda self: self._clipvalue)
     global_clipnorm = property(lambda self: self._global_clipnorm)
@@ -253,12 +289,17 @@ class Nadam:
         """The live slot array ``slot_name`` of ``var``; KeyError if it has none."""
         slots = self._slots.get(id(var))
         if slots is None or self._variables.get(id(var)) is not var:
-            raise KeyError(f"the optimizer has no slots for this variable ({_describe(var)}); it has not been stepped or built with it")
+            raise KeyError(
+                f"the optimizer has no slots for this variable ({_describe(var)}); "
+                "it has not been stepped or built with it"
+            )
         if slot_name not in slots:
             raise KeyError(f"the variable has no slot {slot_name!r}; it has {sorted(slots)}")
         return slots[slot_name]
 
-    def add_slot(self, var, slot_name: str, initializer="zeros", shape: Sequence[int] | None = None) -> np.ndarray:
+    def add_slot(
+        self, var, slot_name: str, initializer="zeros", shape: Sequence[int] | None = None
+    ) -> np.ndarray:
         """Add a slot array for ``var`` (or return the existing one) and append it to :attr:`weights`.
 
         ``initializer`` is ``"zeros"``, ``"ones"``, a number, a callable
@@ -268,7 +309,9 @@ class Nadam:
         slots = self._slots.get(id(var), {})
         if slot_name in slots:
             return slots[slot_name]
-        slot = _initial_value(initializer, tuple(data.shape) if shape is None else tuple(shape), data.dtype, slot_name)
+        slot = _initial_value(
+            initializer, tuple(data.shape) if shape is None else tuple(shape), data.dtype, slot_name
+        )
         self._register(var, {slot_name: slot})
         return slot
 
@@ -290,7 +333,9 @@ class Nadam:
         """
         if not isinstance(name, str):
             raise TypeError(f"name must be a string, got {name!r}")
-        weight = _initial_value(initializer, tuple(shape), np.dtype(np.float32 if dtype is None else dtype), name)
+        weight = _initial_value(
+            initializer, tuple(shape), np.dtype(np.float32 if dtype is None else dtype), name
+        )
         self.__dict__.setdefault("_added_weights", {})[name] = weight
         return weight
 
@@ -304,7 +349,10 @@ class Nadam:
         self._create_slots(variables)
 
     def _create_slots(
-        self, variables: list, fresh: dict[int, dict[str, np.ndarray]] | None = None, cache_dtype=None
+        self,
+        variables: list,
+        fresh: dict[int, dict[str, np.ndarray]] | None = None,
+        cache_dtype=None,
     ) -> None:
         """Create the momentum cache (first time; of ``cache_dtype`` or the first
         variable's dtype) and the missing slots of ``variables``, using the
@@ -314,7 +362,10 @@ class Nadam:
             self._weights.append(self._momentum_cache)
         new = [v for v in _unique(variables) if id(v) not in self._slots]
         fresh = fresh or {}
-        fresh = {id(v): fresh.get(id(v)) or {name: np.zeros_like(_data(v)) for name in SLOT_NAMES} for v in new}
+        fresh = {
+            id(v): fresh.get(id(v)) or {name: np.zeros_like(_data(v)) for name in SLOT_NAMES}
+            for v in new
+        }
         for name in SLOT_NAMES:  # every m, then every v, as optimizer_v2 orders them
             for v in new:
                 self._register(v, {name: fresh[id(v)][name]})
@@ -349,13 +400,18 @@ class Nadam:
         for k, (w, target) in enumerate(zip(weights, self._weights)):
             value = np.asarray(_to_numpy(w))
             if value.dtype.kind not in "biuf":
-                raise TypeError(f"weights[{k}] has dtype {value.dtype}; a real number array is needed")
+                raise TypeError(
+                    f"weights[{k}] has dtype {value.dtype}; a real number array is needed"
+                )
             if value.shape != target.shape:
                 raise ValueError(
-                    f"Optimizer weight shape {target.shape} not compatible with provided weight shape {value.shape} (weights[{k}])."
+                    f"Optimizer weight shape {target.shape} not compatible with "
+                    f"provided weight shape {value.shape} (weights[{k}])."
                 )
             if target is self._iterations and not (value == np.floor(value) and value >= 0):
-                raise ValueError(f"weights[0] is the iteration count and must be a whole number >= 0, got {value}")
+                raise ValueError(
+                    f"weights[0] is the iteration count and must be a whole number >= 0, got {value}"
+                )
             values.append(value)
         for value, target in zip(values, self._weights):
             target[...] = value
@@ -382,9 +438,11 @@ class Nadam:
             return self.iterations
         live = [(g, v) for g, v in pairs if g is not None]
         if not live:
-            raise ValueError(f"No gradients provided for any variable: {[_describe(v) for _, v in pairs]}.")
+            raise ValueError(
+                f"No gradients provided for any variable: {[_describe(v) for _, v in pairs]}."
+            )
         seen = set()
-        for i, (grad, var) in enumerate(live):
+        for _i, (_grad, var) in enumerate(live):
             if id(var) in seen:
                 raise ValueError(f"{_describe(var)} appears twice in grads_and_vars")
             seen.add(id(var))
@@ -394,17 +452,28 @@ class Nadam:
 
         # Keras 3 builds its state on every variable passed; optimizer_v2 on those with a gradient.
         first = pairs[0][1] if self._schedule == "keras3" else variables[0]
-        cache_dtype = self._momentum_cache.dtype if self._momentum_cache is not None else _data(first).dtype
-        cache_value = self._momentum_cache[()] if self._momentum_cache is not None else cache_dtype.type(1)
-        states = [self._slots.get(id(v)) or {n: np.zeros_like(_data(v)) for n in SLOT_NAMES} for v in variables]
+        cache_dtype = (
+            self._momentum_cache.dtype if self._momentum_cache is not None else _data(first).dtype
+        )
+        cache_value = (
+            self._momentum_cache[()] if self._momentum_cache is not None else cache_dtype.type(1)
+        )
+        states = [
+            self._slots.get(id(v)) or {n: np.zeros_like(_data(v)) for n in SLOT_NAMES}
+            for v in variables
+        ]
         plans, new_cache = [], None
         for dtype in _unique_dtypes(variables):
             idx = [i for i, v in enumerate(variables) if _data(v).dtype == dtype]
             plan = functional.plan_step(
-                [_data(variables[i]) for i in idx], [grads[i] for i in idx],
-                [states[i]["m"] for i in idx], [states[i]["v"] for i in idx],
-                [self._iterations[()]] * len(idx), [cache_value] * len(idx),
-                split_update=False, backend="numpy",
+                [_data(variables[i]) for i in idx],
+                [grads[i] for i in idx],
+                [states[i]["m"] for i in idx],
+                [states[i]["v"] for i in idx],
+                [self._iterations[()]] * len(idx),
+                [cache_value] * len(idx),
+                split_update=False,
+                backend="numpy",
                 names=[_describe(variables[i]) for i in idx],
                 **self._schedule_options(dtype, cache_dtype),
             )
@@ -413,8 +482,10 @@ class Nadam:
                 # torch._foreach_add_, which rounds it to the variable's dtype once;
                 # optimizer_v2 subtracts in the variable's dtype, as the core does.
                 a = dtype.type
-                one_minus = dict(one_minus_beta1=a(1.0 - self._hyper["beta_1"]),
-                                 one_minus_beta2=a(1.0 - self._hyper["beta_2"]))
+                one_minus = dict(
+                    one_minus_beta1=a(1.0 - self._hyper["beta_1"]),
+                    one_minus_beta2=a(1.0 - self._hyper["beta_2"]),
+                )
                 plan.coefficients = [c._replace(**one_minus) for c in plan.coefficients]
             plans.append(plan)
             # The shared cache takes the ∏ computed in its own dtype (legacy) or,
@@ -423,7 +494,9 @@ class Nadam:
                 new_cache = plan.scalars[0].mu_product
 
         # Everything is checked; from here on nothing raises.
-        self._create_slots(variables, fresh={id(v): s for v, s in zip(variables, states)}, cache_dtype=cache_dtype)
+        self._create_slots(
+            variables, fresh={id(v): s for v, s in zip(variables, states)}, cache_dtype=cache_dtype
+        )
         self._apply_weight_decay(variables)
         for plan in plans:
             plan.run()
@@ -439,19 +512,33 @@ class Nadam:
         if self._schedule == "legacy":
             # optimizer_v2: γ, β1, β2 are float32 variables; tf.cast(0.96, float64) goes through float32.
             return dict(
-                lr=_f32(h["learning_rate"]), beta1=_f32(h["beta_1"]), beta2=_f32(h["beta_2"]), eps=h["epsilon"],
-                momentum_decay=h["decay"], momentum_base=_f32(0.96),
-                scalar_dtype=dtype, compute_dtype=dtype,
+                lr=_f32(h["learning_rate"]),
+                beta1=_f32(h["beta_1"]),
+                beta2=_f32(h["beta_2"]),
+                eps=h["epsilon"],
+                momentum_decay=h["decay"],
+                momentum_base=_f32(0.96),
+                scalar_dtype=dtype,
+                compute_dtype=dtype,
             )
         # Keras 3: only γ is a float32 variable; ∏μ is stored in the cache's dtype.
         return dict(
-            lr=_f32(h["learning_rate"]), beta1=h["beta_1"], beta2=h["beta_2"], eps=h["epsilon"],
-            momentum_decay=1.0, scalar_dtype=cache_dtype, compute_dtype=dtype,
+            lr=_f32(h["learning_rate"]),
+            beta1=h["beta_1"],
+            beta2=h["beta_2"],
+            eps=h["epsilon"],
+            momentum_decay=1.0,
+            scalar_dtype=cache_dtype,
+            compute_dtype=dtype,
         )
 
     def _clip(self, grads: list[np.ndarray]) -> list[np.ndarray]:
         """Clip the gradients as the schedule's Keras generation does (new arrays)."""
-        clipvalue, clipnorm, global_clipnorm = self._clipvalue, self._clipnorm, self._global_clipnorm
+        clipvalue, clipnorm, global_clipnorm = (
+            self._clipvalue,
+            self._clipnorm,
+            self._global_clipnorm,
+        )
         if self._schedule == "keras3":
             # Keras 3 accepts one clipper, and treats 0 as "off".
             if clipnorm:
@@ -478,12 +565,16 @@ class Nadam:
         the factor is a float32 number even for float64 variables)."""
         if not self._weight_decay:
             return
-        factor = np.float32(1) - np.float32(self._weight_decay) * np.float32(self._hyper["learning_rate"])
+        factor = np.float32(1) - np.float32(self._weight_decay) * np.float32(
+            self._hyper["learning_rate"]
+        )
         for var in variables:
             data = _data(var)
             data *= data.dtype.type(factor)
 
-    def minimize(self, loss: Callable[[], tuple], var_list, grad_loss=None, name: str | None = None) -> int:
+    def minimize(
+        self, loss: Callable[[], tuple], var_list, grad_loss=None, name: str | None = None
+    ) -> int:
         """Minimize ``loss`` by updating ``var_list``: one step.
 
         With no automatic differentiation on NumPy arrays, ``loss`` is a
@@ -496,7 +587,9 @@ class Nadam:
         multiplied by it.  Returns the new value of :attr:`iterations`.
         """
         if not callable(loss):
-            raise TypeError(f"loss must be a callable returning (value, gradients), got {type(loss).__name__}")
+            raise TypeError(
+                f"loss must be a callable returning (value, gradients), got {type(loss).__name__}"
+            )
         value_and_grads = loss()
         if callable(var_list):
             var_list = var_list()
@@ -505,14 +598,19 @@ class Nadam:
             if not _is_real(grad_loss) and np.asarray(grad_loss).size != 1:
                 raise ValueError(f"grad_loss must be a scalar for a scalar loss, got {grad_loss!r}")
             scale = float(np.asarray(grad_loss).reshape(()))
-            grads = [None if g is None else np.asarray(g) * np.asarray(g).dtype.type(scale) for g in grads]
+            grads = [
+                None if g is None else np.asarray(g) * np.asarray(g).dtype.type(scale)
+                for g in grads
+            ]
         return self.apply_gradients(zip(grads, var_list), name=name)
 
     def get_gradients(self, loss: Callable[[], tuple], params) -> list:
         """The gradients of ``loss`` (a callable returning ``(value, gradients)``)
         with respect to ``params``; ValueError naming a variable whose gradient is None."""
         if not callable(loss):
-            raise TypeError(f"loss must be a callable returning (value, gradients), got {type(loss).__name__}")
+            raise TypeError(
+                f"loss must be a callable returning (value, gradients), got {type(loss).__name__}"
+            )
         params = list(params)
         grads = self._unpack_loss(loss(), params)
         for g, p in zip(grads, params):
@@ -539,7 +637,9 @@ class Nadam:
             ) from None
         var_list = list(var_list)
         if len(grads) != len(var_list):
-            raise ValueError(f"the loss callable returned {len(grads)} gradients for {len(var_list)} variables")
+            raise ValueError(
+                f"the loss callable returned {len(grads)} gradients for {len(var_list)} variables"
+            )
         return grads
 
     # -- configuration ----------------------------------------------------------------------------
@@ -557,7 +657,9 @@ class Nadam:
         for key in ("clipnorm", "clipvalue", "global_clipnorm"):
             if getattr(self, key) is not None:
                 config[key] = getattr(self, key)
-        config.update({k: self._hyper[k] for k in ("learning_rate", "decay", "beta_1", "beta_2", "epsilon")})
+        config.update(
+            {k: self._hyper[k] for k in ("learning_rate", "decay", "beta_1", "beta_2", "epsilon")}
+        )
         if self._weight_decay is not None:
             config["weight_decay"] = self._weight_decay
         if self._schedule != "legacy":
@@ -583,7 +685,9 @@ class Nadam:
 
 
 def _is_real(x) -> bool:
-    return not isinstance(x, (bool, np.bool_)) and isinstance(x, (int, float, np.integer, np.floating))
+    return not isinstance(x, (bool, np.bool_)) and isinstance(
+        x, (int, float, np.integer, np.floating)
+    )
 
 
 def _describe(var) -> str:
@@ -602,16 +706,22 @@ def _check_variable(var, what: str) -> None:
     """A variable is a writeable float32/float64 NumPy array or a Parameter holding one."""
     data = var.data if isinstance(var, Parameter) else var
     if not isinstance(data, np.ndarray):
-        raise TypeError(f"{what} must be a NumPy array or a nadam_ref.Parameter, got {type(var).__name__}")
+        raise TypeError(
+            f"{what} must be a NumPy array or a nadam_ref.Parameter, got {type(var).__name__}"
+        )
     if data.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"{what} has dtype {data.dtype}; Keras-style Nadam needs float32 or float64 variables")
+        raise TypeError(
+            f"{what} has dtype {data.dtype}; Keras-style Nadam needs float32 or float64 variables"
+        )
     if not data.flags.writeable:
         raise ValueError(f"{what} is a read-only array; Nadam updates it in place")
 
 
 def _parse_pairs(grads_and_vars) -> list[tuple]:
     if isinstance(grads_and_vars, (np.ndarray, Parameter, str, bytes, dict)):
-        raise TypeError(f"grads_and_vars must be an iterable of (gradient, variable) pairs, got {type(grads_and_vars).__name__}")
+        raise TypeError(
+            f"grads_and_vars must be an iterable of (gradient, variable) pairs, got {type(grads_and_vars).__name__}"
+        )
     try:
         items = list(grads_and_vars)
     except TypeError:
@@ -620,8 +730,14 @@ def _parse_pairs(grads_and_vars) -> list[tuple]:
         ) from None
     pairs = []
     for i, item in enumerate(items):
-        if isinstance(item, (np.ndarray, Parameter, str, bytes)) or not isinstance(item, (tuple, list)) or len(item) != 2:
-            raise TypeError(f"grads_and_vars[{i}] must be a (gradient, variable) pair, got {type(item).__name__}")
+        if (
+            isinstance(item, (np.ndarray, Parameter, str, bytes))
+            or not isinstance(item, (tuple, list))
+            or len(item) != 2
+        ):
+            raise TypeError(
+                f"grads_and_vars[{i}] must be a (gradient, variable) pair, got {type(item).__name__}"
+            )
         grad, var = item
         _check_variable(var, f"the variable of grads_and_vars[{i}]")
         pairs.append((grad, var))
@@ -635,10 +751,16 @@ def _as_gradient(grad, var, i: int) -> np.ndarray:
         try:
             grad = np.asarray(grad)
         except Exception:  # noqa: BLE001 - anything NumPy cannot read is malformed input
-            raise TypeError(f"the gradient of grads_and_vars[{i}] is not an array: {type(grad).__name__}") from None
+            raise TypeError(
+                f"the gradient of grads_and_vars[{i}] is not an array: {type(grad).__name__}"
+            ) from None
     if grad.dtype.kind != "f":
-        raise TypeError(f"the gradient of grads_and_vars[{i}] has dtype {grad.dtype}; a float array is needed")
-    functional.check_grad(functional.get_backend("numpy"), data, grad, f"grads_and_vars[{i}] ({_describe(var)})")
+        raise TypeError(
+            f"the gradient of grads_and_vars[{i}] has dtype {grad.dtype}; a float array is needed"
+        )
+    functional.check_grad(
+        functional.get_backend("numpy"), data, grad, f"grads_and_vars[{i}] ({_describe(var)})"
+    )
     return grad
 
 
@@ -674,7 +796,9 @@ def _initial_value(initializer, shape: tuple, dtype: np.dtype, what: str) -> np.
             return np.zeros(shape, dtype)
         if initializer == "ones":
             return np.ones(shape, dtype)
-        raise ValueError(f"unknown initializer {initializer!r} for {what}; use 'zeros', 'ones', a number, a callable or an array")
+        raise ValueError(
+            f"unknown initializer {initializer!r} for {what}; use 'zeros', 'ones', a number, a callable or an array"
+        )
     if _is_real(initializer):
         return np.full(shape, initializer, dtype)
     value = initializer(shape, dtype) if callable(initializer) else initializer
@@ -700,7 +824,9 @@ def _clip_by_norm(g: np.ndarray, clipnorm: float, *, float32_bound: bool = False
     return (g * f(clipnorm)) / bound
 
 
-def _clip_by_global_norm(grads: list[np.ndarray], clipnorm: float, *, float32_scale: bool = False) -> list[np.ndarray]:
+def _clip_by_global_norm(
+    grads: list[np.ndarray], clipnorm: float, *, float32_scale: bool = False
+) -> list[np.ndarray]:
     """``tf.clip_by_global_norm``: every g times c·min(1/N, 1/c), N = √(Σ‖g‖₂²),
     computed in the gradients' (common) dtype; a non-finite N makes every gradient NaN.
 
@@ -712,7 +838,9 @@ def _clip_by_global_norm(grads: list[np.ndarray], clipnorm: float, *, float32_sc
     norm = np.sqrt(sum((np.sum(g * g, dtype=g.dtype).astype(dtype) for g in grads), f(0)))
     with np.errstate(divide="ignore", invalid="ignore"):
         if float32_scale:
-            scale = f(np.float32(clipnorm) * np.float32(min(f(1) / norm, f(1) / f(clipnorm)))) + (norm - norm)
+            scale = f(np.float32(clipnorm) * np.float32(min(f(1) / norm, f(1) / f(clipnorm)))) + (
+                norm - norm
+            )
         else:
             scale = f(clipnorm) * min(f(1) / norm, f(1) / f(clipnorm)) + (norm - norm)
     return [g * g.dtype.type(scale) for g in grads]

@@ -38,6 +38,7 @@ from typing import Any, TextIO
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 from scipy.optimize import Bounds, OptimizeResult
+
 # SciPy's own finite differencing: the function behind its "2-point" and
 # "3-point" jac for BFGS, L-BFGS-B and trust-constr (via ScalarFunction).  It
 # is not in scipy.optimize's public namespace, but has kept this signature
@@ -176,8 +177,12 @@ def minimize(
             f"{sorted(_option_names())}"
         )
     if hess is not None or hessp is not None:
-        raise ValueError("NAdam is a first-order method and uses no Hessian: hess and hessp must be None")
-    if constraints is not None and not (isinstance(constraints, (list, tuple)) and len(constraints) == 0):
+        raise ValueError(
+            "NAdam is a first-order method and uses no Hessian: hess and hessp must be None"
+        )
+    if constraints is not None and not (
+        isinstance(constraints, (list, tuple)) and len(constraints) == 0
+    ):
         raise ValueError(
             "NAdam cannot handle constraints (only bounds, by projection); "
             "use method='SLSQP', 'trust-constr' or 'COBYQA' for constrained problems"
@@ -188,14 +193,18 @@ def minimize(
     maxiter = DEFAULT_MAXITER if maxiter is None else _count("maxiter", maxiter)
     if gtol is None:
         gtol = DEFAULT_GTOL if tol is None else tol
-    gtol, ftol, xtol = (_tolerance(name, value) for name, value in (("gtol", gtol), ("ftol", ftol), ("xtol", xtol)))
+    gtol, ftol, xtol = (
+        _tolerance(name, value) for name, value in (("gtol", gtol), ("ftol", ftol), ("xtol", xtol))
+    )
     if not (isinstance(norm, (int, float, np.integer, np.floating)) and not isinstance(norm, bool)):
         raise ValueError(f"norm must be a number (the order of the gradient norm), got {norm!r}")
     every = _display_every(disp, maxiter)
     if progress not in (None, True, False):
         raise ValueError(f"progress must be None, True or False, got {progress!r}")
     box = _box(bounds, x.size, x.dtype)
-    objective = _Objective(fun, jac, args, finite_diff_method, _rel_step(finite_diff_rel_step, x.size), box)
+    objective = _Objective(
+        fun, jac, args, finite_diff_method, _rel_step(finite_diff_rel_step, x.size), box
+    )
     call_back = _callback(callback)
 
     if box is not None:
@@ -203,9 +212,15 @@ def minimize(
     param = Parameter(x)
     # Hyperparameters and the backend are checked here, before fun is ever called.
     optimizer = NAdam(
-        [param], lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-        momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
-        scalar_dtype=scalar_dtype, backend=backend,
+        [param],
+        lr=lr,
+        betas=betas,
+        eps=eps,
+        weight_decay=weight_decay,
+        momentum_decay=momentum_decay,
+        decoupled_weight_decay=decoupled_weight_decay,
+        scalar_dtype=scalar_dtype,
+        backend=backend,
     )
     # With L2 weight decay NAdam descends f + λ‖x‖²/2, whose gradient gtol then judges.
     l2 = 0.0 if decoupled_weight_decay else float(weight_decay)
@@ -216,8 +231,15 @@ def minimize(
     def result(x, f, g, status, message):
         display.close()
         res = OptimizeResult(
-            x=np.array(x), fun=f, jac=g, nit=nit, nfev=objective.nfev, njev=objective.njev,
-            status=status, success=status == SUCCESS, message=message,
+            x=np.array(x),
+            fun=f,
+            jac=g,
+            nit=nit,
+            nfev=objective.nfev,
+            njev=objective.njev,
+            status=status,
+            success=status == SUCCESS,
+            message=message,
         )
         if allvecs is not None:
             res.allvecs = allvecs
@@ -231,7 +253,9 @@ def minimize(
         if not math.isfinite(f):
             return result(x, f, g, NONFINITE, f"The objective is {f} at x0; no step was taken.")
         if not np.all(np.isfinite(g)):
-            return result(x, f, g, NONFINITE, "The gradient is not finite at x0; no step was taken.")
+            return result(
+                x, f, g, NONFINITE, "The gradient is not finite at x0; no step was taken."
+            )
         gnorm = _norm(_projected(x, g + l2 * x if l2 else g, box), norm)
         display.start(f, gnorm)
         if gnorm <= gtol:
@@ -249,13 +273,19 @@ def minimize(
                 x = device.read(param)
             if not np.all(np.isfinite(x)):
                 return result(
-                    x_previous, f_previous, g, NONFINITE,
+                    x_previous,
+                    f_previous,
+                    g,
+                    NONFINITE,
                     f"The iterate became non-finite at iteration {nit}; x is that of iteration {nit - 1}.",
                 )
             f_new, g_new = objective(x)
             if not math.isfinite(f_new):
                 return result(
-                    x_previous, f_previous, g, NONFINITE,
+                    x_previous,
+                    f_previous,
+                    g,
+                    NONFINITE,
                     f"The objective became {f_new} at iteration {nit}; "
                     f"x is that of iteration {nit - 1}, the last with a finite objective.",
                 )
@@ -263,7 +293,9 @@ def minimize(
             if allvecs is not None:
                 allvecs.append(x.copy())
             if not np.all(np.isfinite(g)):
-                return result(x, f, g, NONFINITE, f"The gradient became non-finite at iteration {nit}.")
+                return result(
+                    x, f, g, NONFINITE, f"The gradient became non-finite at iteration {nit}."
+                )
             gnorm = _norm(_projected(x, g + l2 * x if l2 else g, box), norm)
             display.update(nit, f, gnorm)
             try:
@@ -271,15 +303,29 @@ def minimize(
             except StopIteration:
                 return result(x, f, g, CALLBACK_STOP, "`callback` raised `StopIteration`.")
             if gnorm <= gtol:
-                return result(x, f, g, SUCCESS, _converged("the gradient norm", gnorm, "gtol", gtol))
+                return result(
+                    x, f, g, SUCCESS, _converged("the gradient norm", gnorm, "gtol", gtol)
+                )
             if ftol > 0:
                 change = abs(f - f_previous)
                 if change <= ftol * max(abs(f), abs(f_previous), 1.0):
-                    return result(x, f, g, SUCCESS, _converged("the relative change of f", change, "ftol", ftol))
+                    return result(
+                        x,
+                        f,
+                        g,
+                        SUCCESS,
+                        _converged("the relative change of f", change, "ftol", ftol),
+                    )
             if xtol > 0:
                 change = float(np.max(np.abs(x - x_previous)))
                 if change <= xtol:
-                    return result(x, f, g, SUCCESS, _converged("the largest change of x", change, "xtol", xtol))
+                    return result(
+                        x,
+                        f,
+                        g,
+                        SUCCESS,
+                        _converged("the largest change of x", change, "xtol", xtol),
+                    )
     except BaseException:  # an error in fun, jac or callback, or Ctrl-C: leave no bar behind
         display.close()
         raise
@@ -302,19 +348,27 @@ def _starting_point(x0) -> np.ndarray:
     try:
         x = np.asarray(x0)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"x0 must be convertible to a 1-D array of real numbers: {error}") from None
+        raise ValueError(
+            f"x0 must be convertible to a 1-D array of real numbers: {error}"
+        ) from None
     if x.dtype.kind == "c":
-        raise TypeError("x0 is complex; minimize works on real numbers (split real and imaginary parts)")
+        raise TypeError(
+            "x0 is complex; minimize works on real numbers (split real and imaginary parts)"
+        )
     if x.dtype.kind not in "biuf":
         raise TypeError(f"x0 must hold real numbers, got dtype {x.dtype}")
     if x.dtype.kind == "f" and x.dtype.itemsize > 8:
         raise TypeError(f"x0 has dtype {x.dtype}; NAdam runs in float32 or float64")
     x = np.atleast_1d(x)
     if x.ndim != 1:
-        raise ValueError(f"x0 must be one-dimensional (a scalar or a flat sequence), got shape {x.shape}")
+        raise ValueError(
+            f"x0 must be one-dimensional (a scalar or a flat sequence), got shape {x.shape}"
+        )
     if x.size == 0:
         raise ValueError("x0 is empty; there is nothing to minimize")
-    dtype = x.dtype if x.dtype in (np.dtype(np.float32), np.dtype(np.float64)) else np.dtype(np.float64)
+    dtype = (
+        x.dtype if x.dtype in (np.dtype(np.float32), np.dtype(np.float64)) else np.dtype(np.float64)
+    )
     x = x.astype(dtype, copy=True)
     bad = np.flatnonzero(~np.isfinite(x))
     if bad.size:
@@ -329,7 +383,11 @@ def _count(name: str, value) -> int:
 
 
 def _tolerance(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value >= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not value >= 0
+    ):
         raise ValueError(f"{name} must be a real number ≥ 0, got {value!r}")
     return float(value)
 
@@ -368,7 +426,10 @@ def _box(bounds, n: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray] | Non
         return None
     if isinstance(bounds, Bounds):
         try:
-            lb, ub = (np.broadcast_to(np.asarray(b, dtype=np.float64), (n,)) for b in (bounds.lb, bounds.ub))
+            lb, ub = (
+                np.broadcast_to(np.asarray(b, dtype=np.float64), (n,))
+                for b in (bounds.lb, bounds.ub)
+            )
         except ValueError:
             raise ValueError(
                 f"bounds.lb and bounds.ub must be scalars or have x0's length {n}, "
@@ -390,10 +451,14 @@ def _box(bounds, n: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray] | Non
                 lb[i] = -np.inf if low is None else low
                 ub[i] = np.inf if high is None else high
             except (TypeError, ValueError):
-                raise ValueError(f"bounds[{i}] must be a (min, max) pair of numbers or None, got {pair!r}") from None
+                raise ValueError(
+                    f"bounds[{i}] must be a (min, max) pair of numbers or None, got {pair!r}"
+                ) from None
     for name, b in (("lower", lb), ("upper", ub)):
         if np.any(np.isnan(b)):
-            raise ValueError(f"a {name} bound is NaN (at index {int(np.flatnonzero(np.isnan(b))[0])})")
+            raise ValueError(
+                f"a {name} bound is NaN (at index {int(np.flatnonzero(np.isnan(b))[0])})"
+            )
     bad = np.flatnonzero(lb > ub)
     if bad.size:
         i = int(bad[0])
@@ -432,10 +497,14 @@ def _gradient(value, x: np.ndarray, where: str) -> np.ndarray:
     """A gradient as a fresh array of x's shape and dtype."""
     g = _as_array(value)
     if g.dtype.kind not in "biuf":
-        raise TypeError(f"{where} must return real numbers, got {type(value).__name__} of dtype {g.dtype}")
+        raise TypeError(
+            f"{where} must return real numbers, got {type(value).__name__} of dtype {g.dtype}"
+        )
     g = np.atleast_1d(g)
     if g.shape != x.shape:
-        raise ValueError(f"{where} must return an array of x0's shape {x.shape}, got shape {g.shape}")
+        raise ValueError(
+            f"{where} must return an array of x0's shape {x.shape}, got shape {g.shape}"
+        )
     with np.errstate(over="ignore"):  # an overflow to inf is caught as a non-finite gradient
         return g.astype(x.dtype, copy=True)
 
@@ -451,15 +520,21 @@ class _Objective:
         if not callable(fun):
             raise TypeError(f"fun must be callable, got {type(fun).__name__}")
         if method is not None and method not in FINITE_DIFFERENCES:
-            raise ValueError(f"finite_diff_method must be one of {FINITE_DIFFERENCES}, got {method!r}")
+            raise ValueError(
+                f"finite_diff_method must be one of {FINITE_DIFFERENCES}, got {method!r}"
+            )
         if isinstance(jac, str):
             if jac not in FINITE_DIFFERENCES:
-                raise ValueError(f"jac must be a callable, True, None, '2-point' or '3-point', got {jac!r}")
+                raise ValueError(
+                    f"jac must be a callable, True, None, '2-point' or '3-point', got {jac!r}"
+                )
             if method is not None and method != jac:
                 raise ValueError(f"jac={jac!r} and finite_diff_method={method!r} disagree")
             method, jac = jac, None
         elif not (jac is None or jac is True or jac is False or callable(jac)):
-            raise TypeError(f"jac must be a callable, True, None, '2-point' or '3-point', got {type(jac).__name__}")
+            raise TypeError(
+                f"jac must be a callable, True, None, '2-point' or '3-point', got {type(jac).__name__}"
+            )
         if jac is False:
             jac = None  # as scipy.optimize.minimize treats it
         self.fun, self.jac, self.args = fun, jac, args
@@ -479,7 +554,9 @@ class _Objective:
             self.njev += 1
             out = self.fun(np.copy(x), *self.args)
             if not (isinstance(out, (tuple, list)) and len(out) == 2):
-                raise TypeError(f"with jac=True, fun must return a pair (value, gradient), got {type(out).__name__}")
+                raise TypeError(
+                    f"with jac=True, fun must return a pair (value, gradient), got {type(out).__name__}"
+                )
             return _scalar(out[0]), _gradient(out[1], x, "fun (its gradient, with jac=True)")
         f = self.value(x)
         if not math.isfinite(f):
@@ -488,7 +565,12 @@ class _Objective:
         if self.jac is not None:
             return f, _gradient(self.jac(np.copy(x), *self.args), x, "jac")
         g = approx_derivative(
-            self.value, x, method=self.method, rel_step=self.rel_step, f0=f, bounds=self.bounds,
+            self.value,
+            x,
+            method=self.method,
+            rel_step=self.rel_step,
+            f0=f,
+            bounds=self.bounds,
         )
         return f, _gradient(g, x, "the finite-difference gradient")
 
@@ -569,7 +651,9 @@ def _interactive(stream: TextIO) -> bool:
     except (AttributeError, ValueError):
         pass
     ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    shell = (
+        ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    )
     return shell is not None and hasattr(shell, "kernel")
 
 
@@ -581,7 +665,14 @@ class _Display:
     BAR_INTERVAL = 0.2  # seconds between redraws (a notebook keeps every one in its output)
     WIDTH = 30
 
-    def __init__(self, every: int, progress: bool | None, maxiter: int, disp: bool, stream: TextIO | None = None):
+    def __init__(
+        self,
+        every: int,
+        progress: bool | None,
+        maxiter: int,
+        disp: bool,
+        stream: TextIO | None = None,
+    ):
         self.stream = stream if stream is not None else sys.stdout
         self.every, self.maxiter = every, maxiter
         if progress is None:
@@ -604,7 +695,9 @@ class _Display:
         if self.bar:
             now = time.perf_counter()
             if now - self.start_time >= self.delay and (
-                self.drawn_at is None or now - self.drawn_at >= self.BAR_INTERVAL or nit == self.maxiter
+                self.drawn_at is None
+                or now - self.drawn_at >= self.BAR_INTERVAL
+                or nit == self.maxiter
             ):
                 self.drawn_at = now
                 self._draw(nit, f, now - self.start_time)
@@ -663,16 +756,28 @@ def demo_main(argv: list[str]) -> int:
         description="Minimize the Rosenbrock function with NAdam (scipy.optimize-style) and print progress.",
     )
     parser.add_argument("--dim", type=int, default=2, help="dimension n >= 2 (default 2)")
-    parser.add_argument("--maxiter", type=int, default=20_000, help="most NAdam steps (default 20000)")
-    parser.add_argument("--lr", type=float, default=0.005, help="learning rate (default 0.005)")
-    parser.add_argument("--gtol", type=float, default=1e-4, help="stop when max |gradient| <= gtol (default 1e-4)")
-    parser.add_argument("--every", type=int, default=None, help="a progress line every N steps (default maxiter/10)")
-    parser.add_argument("--tol", type=float, default=1e-3, help="success when max |x - 1| <= tol (default 1e-3)")
     parser.add_argument(
-        "--jac", choices=("exact", "2-point", "3-point"), default="exact",
+        "--maxiter", type=int, default=20_000, help="most NAdam steps (default 20000)"
+    )
+    parser.add_argument("--lr", type=float, default=0.005, help="learning rate (default 0.005)")
+    parser.add_argument(
+        "--gtol", type=float, default=1e-4, help="stop when max |gradient| <= gtol (default 1e-4)"
+    )
+    parser.add_argument(
+        "--every", type=int, default=None, help="a progress line every N steps (default maxiter/10)"
+    )
+    parser.add_argument(
+        "--tol", type=float, default=1e-3, help="success when max |x - 1| <= tol (default 1e-3)"
+    )
+    parser.add_argument(
+        "--jac",
+        choices=("exact", "2-point", "3-point"),
+        default="exact",
         help="gradient: scipy.optimize.rosen_der, or SciPy's finite differences (default exact)",
     )
-    parser.add_argument("--backend", default="numpy", choices=sorted(functional.BACKENDS), help="NAdam backend")
+    parser.add_argument(
+        "--backend", default="numpy", choices=sorted(functional.BACKENDS), help="NAdam backend"
+    )
     options = parser.parse_args(argv)
     if options.dim < 2:
         parser.error("--dim must be at least 2")
@@ -688,12 +793,20 @@ def demo_main(argv: list[str]) -> int:
         f"(lr={options.lr:g}, maxiter={options.maxiter}, gtol={options.gtol:g}, jac={options.jac}, "
         f"backend={options.backend})"
     )
-    print(f"x0 = {np.array2string(x0, precision=4)}, f(x0) = {rosen(x0):.6g}; the minimum is f = 0 at x = (1, ..., 1)")
+    print(
+        f"x0 = {np.array2string(x0, precision=4)}, f(x0) = {rosen(x0):.6g}; the minimum is f = 0 at x = (1, ..., 1)"
+    )
     start = time.perf_counter()
     try:
         res = minimize(
-            rosen, x0, jac=jac, lr=options.lr, maxiter=options.maxiter, gtol=options.gtol,
-            disp=options.every if options.every is not None else True, backend=options.backend,
+            rosen,
+            x0,
+            jac=jac,
+            lr=options.lr,
+            maxiter=options.maxiter,
+            gtol=options.gtol,
+            disp=options.every if options.every is not None else True,
+            backend=options.backend,
         )
     except (ImportError, RuntimeError) as error:  # a backend that cannot run here
         print(f"nadam-ref demo: {error}", file=sys.stderr)

@@ -17,7 +17,15 @@ from numpy.typing import DTypeLike
 from . import functional
 
 #: Options a parameter group may override, with torch's defaults.
-GROUP_OPTIONS = ("lr", "betas", "eps", "weight_decay", "momentum_decay", "decoupled_weight_decay", "maximize")
+GROUP_OPTIONS = (
+    "lr",
+    "betas",
+    "eps",
+    "weight_decay",
+    "momentum_decay",
+    "decoupled_weight_decay",
+    "maximize",
+)
 STATE_KEYS = ("step", "mu_product", "exp_avg", "exp_avg_sq")
 
 
@@ -36,7 +44,9 @@ class Parameter:
             raise TypeError("data is already a Parameter")
         # Device arrays stay where they are: anything with __cuda_array_interface__, and
         # Numba's device arrays (whose simulator stand-ins lack the interface).
-        if not (hasattr(data, "__cuda_array_interface__") or getattr(data, "__cuda_ndarray__", False)):
+        if not (
+            hasattr(data, "__cuda_array_interface__") or getattr(data, "__cuda_ndarray__", False)
+        ):
             data = np.asarray(data)
             if data.dtype.kind not in "fc":
                 raise TypeError(
@@ -116,8 +126,12 @@ class NAdam:
         self.backend = backend
         self.check_finite = bool(check_finite)
         self.defaults = dict(
-            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-            momentum_decay=momentum_decay, decoupled_weight_decay=bool(decoupled_weight_decay),
+            lr=lr,
+            betas=tuple(betas),
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum_decay=momentum_decay,
+            decoupled_weight_decay=bool(decoupled_weight_decay),
             maximize=bool(maximize),
         )
         self.state: dict[Parameter, dict[str, Any]] = {}
@@ -162,10 +176,14 @@ class NAdam:
         # the Parameters take the new arrays only once the whole group has been checked.
         take = getattr(backend, "take_params", None)
         datas = take([p.data for p in params]) if take is not None else [p.data for p in params]
-        for p, data in zip(params, datas):
-            functional.check_array(backend, data, repr(Parameter(data)))  # data's dtype, not a torch one
+        for data in datas:
+            functional.check_array(
+                backend, data, repr(Parameter(data))
+            )  # data's dtype, not a torch one
         group = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
-        group["betas"] = tuple(group["betas"]) if isinstance(group["betas"], (list, tuple)) else group["betas"]
+        group["betas"] = (
+            tuple(group["betas"]) if isinstance(group["betas"], (list, tuple)) else group["betas"]
+        )
         self._check_group(group, len(self.param_groups))
         for p, data in zip(params, datas):
             p.data = data
@@ -175,8 +193,12 @@ class NAdam:
     @staticmethod
     def _check_group(group: dict, index: int) -> None:
         functional.check_hyperparameters(
-            group["lr"], group["betas"], group["eps"], group["weight_decay"],
-            group["momentum_decay"], where=f"param_groups[{index}]",
+            group["lr"],
+            group["betas"],
+            group["eps"],
+            group["weight_decay"],
+            group["momentum_decay"],
+            where=f"param_groups[{index}]",
         )
 
     # -- stepping --------------------------------------------------------------------------
@@ -208,14 +230,24 @@ class NAdam:
             states = [self.state.get(p) or self._fresh_state(backend, p) for _, p in live]
             beta1, beta2 = group["betas"]
             plan = functional.plan_step(
-                [p.data for _, p in live], [p.grad for _, p in live],
-                [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
-                [s["step"] for s in states], [s["mu_product"] for s in states],
-                lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
-                weight_decay=group["weight_decay"], momentum_decay=group["momentum_decay"],
-                decoupled_weight_decay=group["decoupled_weight_decay"], maximize=group["maximize"],
-                scalar_dtype=self.scalar_dtype, backend=self.backend,
-                names=[_ParamName(g, i, p) for i, p in live], check_finite=self.check_finite,
+                [p.data for _, p in live],
+                [p.grad for _, p in live],
+                [s["exp_avg"] for s in states],
+                [s["exp_avg_sq"] for s in states],
+                [s["step"] for s in states],
+                [s["mu_product"] for s in states],
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                momentum_decay=group["momentum_decay"],
+                decoupled_weight_decay=group["decoupled_weight_decay"],
+                maximize=group["maximize"],
+                scalar_dtype=self.scalar_dtype,
+                backend=self.backend,
+                names=[_ParamName(g, i, p) for i, p in live],
+                check_finite=self.check_finite,
             )
             plans.append((plan, live, states))
         for plan, live, states in plans:
@@ -261,7 +293,12 @@ class NAdam:
                     }
                 indices.append(index)
                 index += 1
-            groups.append({**copy.deepcopy({k: v for k, v in group.items() if k != "params"}), "params": indices})
+            groups.append(
+                {
+                    **copy.deepcopy({k: v for k, v in group.items() if k != "params"}),
+                    "params": indices,
+                }
+            )
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -272,13 +309,18 @@ class NAdam:
         anything changes; a mismatch raises ValueError saying what differs.
         """
         if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
-            raise ValueError('a state_dict must be a dict with exactly the keys "state" and "param_groups"')
+            raise ValueError(
+                'a state_dict must be a dict with exactly the keys "state" and "param_groups"'
+            )
         saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
         if not isinstance(saved_groups, (list, tuple)) or not isinstance(saved_state, dict):
-            raise ValueError('state_dict["param_groups"] must be a list and state_dict["state"] a dict')
+            raise ValueError(
+                'state_dict["param_groups"] must be a list and state_dict["state"] a dict'
+            )
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(
-                f"loaded state dict has {len(saved_groups)} parameter groups, the optimizer has {len(self.param_groups)}"
+                f"loaded state dict has {len(saved_groups)} parameter groups, "
+                f"the optimizer has {len(self.param_groups)}"
             )
         backend = functional.get_backend(self.backend)
         from_host = getattr(backend, "from_host", lambda a, like: np.array(a, dtype=like.dtype))
@@ -286,9 +328,15 @@ class NAdam:
         for g, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
             if not isinstance(saved, dict) or "params" not in saved:
                 raise ValueError(f'loaded param_groups[{g}] must be a dict with a "params" entry')
-            if not isinstance(saved["params"], (list, tuple)) or not all(map(_is_index, saved["params"])):
-                raise ValueError(f"loaded param_groups[{g}]['params'] must be a list of parameter indices, got {saved['params']!r}")
-            if len(set(saved["params"])) != len(saved["params"]) or any(i in params_by_index for i in saved["params"]):
+            if not isinstance(saved["params"], (list, tuple)) or not all(
+                map(_is_index, saved["params"])
+            ):
+                raise ValueError(
+                    f"loaded param_groups[{g}]['params'] must be a list of parameter indices, got {saved['params']!r}"
+                )
+            if len(set(saved["params"])) != len(saved["params"]) or any(
+                i in params_by_index for i in saved["params"]
+            ):
                 raise ValueError(f"loaded param_groups[{g}]['params'] repeats a parameter index")
             if len(saved["params"]) != len(group["params"]):
                 raise ValueError(
@@ -300,9 +348,16 @@ class NAdam:
                 raise ValueError(f"loaded param_groups[{g}] lacks the options {missing}")
             for flag in ("decoupled_weight_decay", "maximize"):
                 if not isinstance(saved[flag], (bool, np.bool_)):
-                    raise ValueError(f"loaded param_groups[{g}]['{flag}'] must be True or False, got {saved[flag]!r}")
-            new = {**copy.deepcopy({k: v for k, v in saved.items() if k != "params"}), "params": group["params"]}
-            new["betas"] = tuple(new["betas"]) if isinstance(new["betas"], (list, tuple)) else new["betas"]
+                    raise ValueError(
+                        f"loaded param_groups[{g}]['{flag}'] must be True or False, got {saved[flag]!r}"
+                    )
+            new = {
+                **copy.deepcopy({k: v for k, v in saved.items() if k != "params"}),
+                "params": group["params"],
+            }
+            new["betas"] = (
+                tuple(new["betas"]) if isinstance(new["betas"], (list, tuple)) else new["betas"]
+            )
             self._check_group(new, g)
             new_groups.append(new)
             for i, p in zip(saved["params"], group["params"]):
@@ -311,15 +366,26 @@ class NAdam:
         new_state = {}
         for key, s in saved_state.items():
             if key not in params_by_index:
-                raise ValueError(f"loaded state has an entry for parameter {key!r}, which no group lists")
+                raise ValueError(
+                    f"loaded state has an entry for parameter {key!r}, which no group lists"
+                )
             p = params_by_index[key]
             if not isinstance(s, dict) or set(s) != set(STATE_KEYS):
-                raise ValueError(f"loaded state[{key!r}] must have exactly the keys {list(STATE_KEYS)}")
-            step, mu_product = _scalar(s["step"], f"state[{key!r}]['step']"), _scalar(s["mu_product"], f"state[{key!r}]['mu_product']")
+                raise ValueError(
+                    f"loaded state[{key!r}] must have exactly the keys {list(STATE_KEYS)}"
+                )
+            step, mu_product = (
+                _scalar(s["step"], f"state[{key!r}]['step']"),
+                _scalar(s["mu_product"], f"state[{key!r}]['mu_product']"),
+            )
             if not (np.isfinite(step) and step >= 0 and step == int(step)):
-                raise ValueError(f"loaded state[{key!r}]['step'] must be a whole number ≥ 0, got {step}")
+                raise ValueError(
+                    f"loaded state[{key!r}]['step'] must be a whole number ≥ 0, got {step}"
+                )
             if not 0.0 <= mu_product <= 1.0:
-                raise ValueError(f"loaded state[{key!r}]['mu_product'] must lie in [0, 1], got {mu_product}")
+                raise ValueError(
+                    f"loaded state[{key!r}]['mu_product'] must lie in [0, 1], got {mu_product}"
+                )
             entry = {"step": scalar(step), "mu_product": scalar(mu_product)}
             for name in ("exp_avg", "exp_avg_sq"):
                 array = np.asarray(to_numpy(s[name]))
@@ -327,8 +393,12 @@ class NAdam:
                     raise ValueError(
                         f"loaded state[{key!r}]['{name}'] has shape {array.shape}, the parameter has {p.shape}"
                     )
-                if array.dtype.kind not in "fc" or (array.dtype.kind == "c" and p.dtype.kind != "c"):
-                    raise ValueError(f"loaded state[{key!r}]['{name}'] has dtype {array.dtype}, which cannot hold {p.dtype}")
+                if array.dtype.kind not in "fc" or (
+                    array.dtype.kind == "c" and p.dtype.kind != "c"
+                ):
+                    raise ValueError(
+                        f"loaded state[{key!r}]['{name}'] has dtype {array.dtype}, which cannot hold {p.dtype}"
+                    )
                 entry[name] = from_host(array, p.data)
             new_state[p] = entry
         for group, new in zip(self.param_groups, new_groups):

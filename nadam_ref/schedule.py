@@ -152,7 +152,10 @@ def coefficients(
     one = f(1)
     lr, beta1, beta2, lam = f(lr), f(beta1), f(beta2), f(weight_decay)
     mu, mu_next = f(scalars.mu), f(scalars.mu_next)
-    one_minus_product, one_minus_product_next = one - f(scalars.mu_product), one - f(scalars.mu_product_next)
+    one_minus_product, one_minus_product_next = (
+        one - f(scalars.mu_product),
+        one - f(scalars.mu_product_next),
+    )
     return Coefficients(
         beta1=a(beta1),
         one_minus_beta1=a(one - beta1),

@@ -63,10 +63,16 @@ def checkpoint_seeds() -> list[bytes]:
     with tempfile.TemporaryDirectory() as d:
         for kind in range(3):
             if kind == 0:
-                ps = [Parameter(rng.standard_normal((2, 3)).astype(np.float32)),
-                      Parameter(rng.standard_normal(3).astype(np.complex64)), Parameter(np.zeros(2, np.float32))]
-                opt = NAdam([{"params": ps[:2]}, {"params": ps[2:], "lr": 1e-2, "maximize": True}],
-                            scalar_dtype=np.float32, backend="numpy")
+                ps = [
+                    Parameter(rng.standard_normal((2, 3)).astype(np.float32)),
+                    Parameter(rng.standard_normal(3).astype(np.complex64)),
+                    Parameter(np.zeros(2, np.float32)),
+                ]
+                opt = NAdam(
+                    [{"params": ps[:2]}, {"params": ps[2:], "lr": 1e-2, "maximize": True}],
+                    scalar_dtype=np.float32,
+                    backend="numpy",
+                )
                 live = ps[:2]
             else:
                 ps = [Parameter(rng.standard_normal(4)), Parameter(rng.standard_normal(()))]
@@ -92,7 +98,9 @@ def golden_seeds() -> tuple[list[bytes], list[bytes]]:
     except ImportError:
         return [], []
     suite = resources.files("nadam_ref.golden").joinpath("suite")
-    jsons = [suite.joinpath(name).read_bytes() for name in GOLDEN_SEEDS if suite.joinpath(name).is_file()]
+    jsons = [
+        suite.joinpath(name).read_bytes() for name in GOLDEN_SEEDS if suite.joinpath(name).is_file()
+    ]
     npzs = [golden_format.to_npz(golden_format.loads(data)) for data in jsons]
     return jsons, npzs
 
@@ -132,9 +140,17 @@ def _json_paths(node, at=()):
 
 
 json_junk = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=False, allow_infinity=False),
-              st.text(max_size=6), st.sampled_from(["nan", "inf", "-inf", "float32", "complex64", "<f4", "|O"])),
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=6),
+        st.sampled_from(["nan", "inf", "-inf", "float32", "complex64", "<f4", "|O"]),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 
@@ -164,10 +180,24 @@ def structured_checkpoint(data: st.DataObject, raw: bytes) -> bytes:
         members["metadata.npy"] = _npy(np.array(json.dumps(_edit_json(data, meta))))
     else:
         name = data.draw(st.sampled_from(sorted(members)), label="member")
-        members[name] = _npy(data.draw(st.sampled_from([
-            np.zeros(3), np.float32(-1), np.float64(np.nan), np.array("text"), np.zeros((2, 3), np.float32),
-            np.ones(3, np.complex128), np.arange(4, dtype=np.int64), np.zeros(0), np.float32(2.0),
-        ]), label="array"))
+        members[name] = _npy(
+            data.draw(
+                st.sampled_from(
+                    [
+                        np.zeros(3),
+                        np.float32(-1),
+                        np.float64(np.nan),
+                        np.array("text"),
+                        np.zeros((2, 3), np.float32),
+                        np.ones(3, np.complex128),
+                        np.arange(4, dtype=np.int64),
+                        np.zeros(0),
+                        np.float32(2.0),
+                    ]
+                ),
+                label="array",
+            )
+        )
     return rezip(members)
 
 
@@ -179,13 +209,26 @@ def structured_golden_npz(data: st.DataObject, raw: bytes) -> bytes:
     members = zip_members(raw)
     if data.draw(st.booleans(), label="edit meta"):
         meta = json.loads(np.load(io.BytesIO(members["meta.npy"]), allow_pickle=False).tobytes())
-        members["meta.npy"] = _npy(np.frombuffer(json.dumps(_edit_json(data, meta)).encode(), np.uint8))
+        members["meta.npy"] = _npy(
+            np.frombuffer(json.dumps(_edit_json(data, meta)).encode(), np.uint8)
+        )
     else:
         name = data.draw(st.sampled_from(sorted(members)), label="member")
-        members[name] = _npy(data.draw(st.sampled_from([
-            np.zeros(3), np.array("text"), np.zeros((2, 3), np.float32), np.ones(3, np.complex128), np.zeros(0),
-            np.zeros(10**6, np.uint8),
-        ]), label="array"))
+        members[name] = _npy(
+            data.draw(
+                st.sampled_from(
+                    [
+                        np.zeros(3),
+                        np.array("text"),
+                        np.zeros((2, 3), np.float32),
+                        np.ones(3, np.complex128),
+                        np.zeros(0),
+                        np.zeros(10**6, np.uint8),
+                    ]
+                ),
+                label="array",
+            )
+        )
     return rezip(members)
 
 
@@ -195,8 +238,22 @@ def structured_golden_npz(data: st.DataObject, raw: bytes) -> bytes:
 def mutate_bytes(data: st.DataObject, raw: bytes, others: list[bytes]) -> bytes:
     out = bytearray(raw)
     for _ in range(data.draw(st.integers(1, 6), label="edits")):
-        kind = data.draw(st.sampled_from(
-            ["bit", "byte", "interesting", "cut", "truncate", "insert", "duplicate", "swap", "splice"]), label="kind")
+        kind = data.draw(
+            st.sampled_from(
+                [
+                    "bit",
+                    "byte",
+                    "interesting",
+                    "cut",
+                    "truncate",
+                    "insert",
+                    "duplicate",
+                    "swap",
+                    "splice",
+                ]
+            ),
+            label="kind",
+        )
         n = len(out)
         i = data.draw(st.integers(0, max(n - 1, 0)), label="at")
         if kind == "bit" and n:
@@ -204,11 +261,26 @@ def mutate_bytes(data: st.DataObject, raw: bytes, others: list[bytes]) -> bytes:
         elif kind == "byte" and n:
             out[i] = data.draw(st.integers(0, 255), label="value")
         elif kind == "interesting" and n:
-            value = data.draw(st.sampled_from([b"\x00", b"\xff", b"\x7f", b"\x80", b"\x00\x00\x00\x00",
-                                               b"\xff\xff\xff\xff", b"9", b'"', b"{", b"]"]), label="value")
-            out[i:i + len(value)] = value
+            value = data.draw(
+                st.sampled_from(
+                    [
+                        b"\x00",
+                        b"\xff",
+                        b"\x7f",
+                        b"\x80",
+                        b"\x00\x00\x00\x00",
+                        b"\xff\xff\xff\xff",
+                        b"9",
+                        b'"',
+                        b"{",
+                        b"]",
+                    ]
+                ),
+                label="value",
+            )
+            out[i : i + len(value)] = value
         elif kind == "cut":
-            del out[i:i + data.draw(st.integers(1, 256), label="length")]
+            del out[i : i + data.draw(st.integers(1, 256), label="length")]
         elif kind == "truncate":
             del out[i:]
         elif kind == "insert":
@@ -231,8 +303,16 @@ def mutate_bytes(data: st.DataObject, raw: bytes, others: list[bytes]) -> bytes:
 
 def _state_bits(sd) -> tuple:
     return (
-        sorted((k, tuple((n, np.asarray(v).dtype.str, np.asarray(v).shape, np.asarray(v).tobytes())
-                         for n, v in sorted(s.items()))) for k, s in sd["state"].items()),
+        sorted(
+            (
+                k,
+                tuple(
+                    (n, np.asarray(v).dtype.str, np.asarray(v).shape, np.asarray(v).tobytes())
+                    for n, v in sorted(s.items())
+                ),
+            )
+            for k, s in sd["state"].items()
+        ),
         json.dumps(sd["param_groups"], sort_keys=True, default=str),
     )
 
@@ -257,7 +337,9 @@ def actual_seeds() -> tuple[object, dict[str, list[bytes]]]:
     return case, {".npy": [npy], ".npz": [buf.getvalue()], ".csv": [csv]}
 
 
-def fuzz(seconds: float, seed: int = 0, save_crashes: str | None = None, targets: list[str] | None = None) -> dict:
+def fuzz(
+    seconds: float, seed: int = 0, save_crashes: str | None = None, targets: list[str] | None = None
+) -> dict:
     """Fuzz the loaders (all, or those named in ``targets``, prefixes
     allowed) for ``seconds``; return counts and the crashes found."""
     chosen = targets
@@ -288,6 +370,7 @@ def fuzz(seconds: float, seed: int = 0, save_crashes: str | None = None, targets
         targets["golden-npz"] = (gnpz, load_golden, GoldenFormatError, structured_golden_npz)
         case, outputs = actual_seeds()
         for suffix, files in outputs.items():
+
             def load_actual(blob: bytes, structured: bool, suffix=suffix) -> None:
                 path = os.path.join(workdir, f"actual{suffix}")
                 Path(path).write_bytes(blob)
@@ -298,7 +381,13 @@ def fuzz(seconds: float, seed: int = 0, save_crashes: str | None = None, targets
         targets = {k: v for k, v in targets.items() if any(k.startswith(c) for c in chosen)}
         if not targets:
             raise ValueError(f"no fuzz target matches {chosen}")
-    report = {"runs": 0, "seconds": seconds, "by_target": Counter(), "outcomes": Counter(), "crashes": []}
+    report = {
+        "runs": 0,
+        "seconds": seconds,
+        "by_target": Counter(),
+        "outcomes": Counter(),
+        "crashes": [],
+    }
     deadline = time.monotonic() + seconds
 
     def run_one(data: st.DataObject) -> None:
@@ -319,7 +408,9 @@ def fuzz(seconds: float, seed: int = 0, save_crashes: str | None = None, targets
             report["outcomes"][f"{target}: documented error"] += 1
         except Exception:
             digest = hashlib.sha256(blob).hexdigest()[:16]
-            report["crashes"].append({"target": target, "input": digest, "traceback": traceback.format_exc()})
+            report["crashes"].append(
+                {"target": target, "input": digest, "traceback": traceback.format_exc()}
+            )
             if save_crashes:
                 os.makedirs(save_crashes, exist_ok=True)
                 Path(save_crashes, f"{target}-{digest}.bin").write_bytes(blob)
@@ -327,10 +418,17 @@ def fuzz(seconds: float, seed: int = 0, save_crashes: str | None = None, targets
     batch = 0
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # overflow casting junk numbers is expected
+            warnings.simplefilter(
+                "ignore", RuntimeWarning
+            )  # overflow casting junk numbers is expected
             while time.monotonic() < deadline:
-                test = settings(max_examples=25, database=None, deadline=None, phases=[Phase.generate],
-                                suppress_health_check=list(HealthCheck))(given(st.data())(run_one))
+                test = settings(
+                    max_examples=25,
+                    database=None,
+                    deadline=None,
+                    phases=[Phase.generate],
+                    suppress_health_check=list(HealthCheck),
+                )(given(st.data())(run_one))
                 hypothesis_seed(seed * 1_000_003 + batch)(test)()
                 batch += 1
     finally:
@@ -353,8 +451,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to fuzz (default 60)")
     parser.add_argument("--seed", type=int, default=0, help="Hypothesis seed of the first batch")
     parser.add_argument("--save-crashes", metavar="DIR", help="write each crashing input to DIR")
-    parser.add_argument("--targets", nargs="+", metavar="NAME",
-                        help="fuzz only these targets (prefixes: checkpoint, golden, verifier-output)")
+    parser.add_argument(
+        "--targets",
+        nargs="+",
+        metavar="NAME",
+        help="fuzz only these targets (prefixes: checkpoint, golden, verifier-output)",
+    )
     args = parser.parse_args(argv)
     report = fuzz(args.seconds, args.seed, args.save_crashes, args.targets)
     print(f"{report['runs']} inputs in {args.seconds:g} s")

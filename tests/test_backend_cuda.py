@@ -22,11 +22,11 @@ import pytest
 
 pytest.importorskip("numba.cuda", reason="the cuda backend needs numba-cuda")
 
+from numba import cuda  # noqa: E402
+from torch_cases import CASES, has_grad, param_groups  # noqa: E402
+
 import nadam_ref  # noqa: E402
 from nadam_ref import NAdam, Parameter, backend_cuda, functional  # noqa: E402
-from numba import cuda  # noqa: E402
-
-from torch_cases import CASES, has_grad, param_groups  # noqa: E402
 
 SIMULATOR = backend_cuda.SIMULATOR
 if not SIMULATOR and not cuda.is_available():
@@ -92,7 +92,9 @@ def test_bit_for_bit_with_numpy_backend(dtype, option):
     for p in opt.param_groups[0]["params"]:
         assert backend_cuda.is_device_array(p.data)
         s = opt.state[p]
-        assert backend_cuda.is_device_array(s["exp_avg"]) and backend_cuda.is_device_array(s["exp_avg_sq"])
+        assert backend_cuda.is_device_array(s["exp_avg"]) and backend_cuda.is_device_array(
+            s["exp_avg_sq"]
+        )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "complex128"])
@@ -113,11 +115,18 @@ def test_device_and_host_grads_give_the_same_bits(dtype):
 
 def test_several_groups_and_dtypes_in_one_step():
     rng = np.random.default_rng(1)
-    arrays = [draw(rng, (4,), np.float32), draw(rng, (3,), np.complex64), draw(rng, (2, 2), np.float64)]
-    groups = lambda xs: [  # noqa: E731
-        {"params": xs[:2], "lr": 0.02},
-        {"params": xs[2:], "lr": 0.005, "betas": (0.8, 0.99), "weight_decay": 0.01},
+    arrays = [
+        draw(rng, (4,), np.float32),
+        draw(rng, (3,), np.complex64),
+        draw(rng, (2, 2), np.float64),
     ]
+
+    def groups(xs):
+        return [
+            {"params": xs[:2], "lr": 0.02},
+            {"params": xs[2:], "lr": 0.005, "betas": (0.8, 0.99), "weight_decay": 0.01},
+        ]
+
     ref = NAdam(groups([x.copy() for x in arrays]), backend="numpy")
     gpu = NAdam(groups([x.copy() for x in arrays]), backend="cuda")
     launches = []
@@ -134,7 +143,11 @@ def test_several_groups_and_dtypes_in_one_step():
                 ps = [p for g in opt.param_groups for p in g["params"]]
                 for i, p in enumerate(ps):
                     # the second parameter gets no gradient on step 1: no state, no update
-                    p.grad = None if (i == 1 and step == 1) else draw(np.random.default_rng([step, i]), p.shape, p.dtype)
+                    p.grad = (
+                        None
+                        if (i == 1 and step == 1)
+                        else draw(np.random.default_rng([step, i]), p.shape, p.dtype)
+                    )
                 opt.step()
     finally:
         backend_cuda._kernel = kernel
@@ -159,9 +172,21 @@ def test_keras_order_and_float32_scalars_through_the_functional_core(dtype):
         steps, products = [0.0, 0.0], [1.0, 1.0]
         for g in grads:
             steps, products = nadam_ref.nadam(
-                params, g, ms, vs, steps, products, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7,
-                momentum_decay=1.0, split_update=False, scalar_dtype=np.float32,
-                compute_dtype=np.float32, backend=backend,
+                params,
+                g,
+                ms,
+                vs,
+                steps,
+                products,
+                lr=1e-3,
+                beta1=0.9,
+                beta2=0.999,
+                eps=1e-7,
+                momentum_decay=1.0,
+                split_update=False,
+                scalar_dtype=np.float32,
+                compute_dtype=np.float32,
+                backend=backend,
             )
         results[backend] = [np.asarray(p) for p in params] + [np.asarray(m) for m in ms]
     assert_same_bits(results["cuda"], results["numpy"])
@@ -175,7 +200,9 @@ def test_first_step_matches_the_formula_by_hand():
     lr, b1, eps, psi = 0.01, 0.9, 1e-8, 4e-3
     theta0 = np.array([0.5, -1.0, 2.0, 0.0])
     g = np.array([0.3, -2.0, 1e-3, 5.0])
-    opt = NAdam([theta0.copy()], lr=lr, betas=(b1, 0.999), eps=eps, momentum_decay=psi, backend="cuda")
+    opt = NAdam(
+        [theta0.copy()], lr=lr, betas=(b1, 0.999), eps=eps, momentum_decay=psi, backend="cuda"
+    )
     p = opt.param_groups[0]["params"][0]
     p.grad = g
     opt.step()
@@ -202,7 +229,9 @@ def test_follows_recorded_torch(case, dtype):
         initial = [f[f"{dtype}/param{i}/initial"] for i in range(n)]
         grads = [f[f"{dtype}/param{i}/grads"][:TORCH_STEPS] for i in range(n)]
         theta = [f[f"{dtype}/param{i}/theta"][:TORCH_STEPS] for i in range(n)]
-    opt = NAdam(param_groups(case, [np.array(x) for x in initial]), scalar_dtype=np.float32, backend="cuda")
+    opt = NAdam(
+        param_groups(case, [np.array(x) for x in initial]), scalar_dtype=np.float32, backend="cuda"
+    )
     params = [p for g in opt.param_groups for p in g["params"]]
     for t in range(TORCH_STEPS):
         for p, g in zip(params, grads):
@@ -307,15 +336,32 @@ def test_check_finite_reads_device_arrays_and_changes_nothing():
 
 
 def test_functional_core_refuses_host_parameters():
-    with pytest.raises(TypeError, match="must be an array this backend updates in place, got ndarray"):
-        nadam_ref.nadam([np.ones(2)], [np.ones(2)], [np.zeros(2)], [np.zeros(2)], [0.0], [1.0],
-                        lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, backend="cuda")
+    with pytest.raises(
+        TypeError, match="must be an array this backend updates in place, got ndarray"
+    ):
+        nadam_ref.nadam(
+            [np.ones(2)],
+            [np.ones(2)],
+            [np.zeros(2)],
+            [np.zeros(2)],
+            [0.0],
+            [1.0],
+            lr=1e-3,
+            beta1=0.9,
+            beta2=0.999,
+            eps=1e-8,
+            backend="cuda",
+        )
 
 
 def _python(code: str, simulator: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": simulator}
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -336,7 +382,9 @@ def test_without_gpu_or_simulator_the_error_says_how_to_enable_the_simulator():
     )
     if "HAS-GPU" in done.stdout:
         pytest.skip("this machine has a CUDA GPU")
-    assert "no usable CUDA GPU" in done.stdout and "NUMBA_ENABLE_CUDASIM=1" in done.stdout, done.stderr[-2000:]
+    assert "no usable CUDA GPU" in done.stdout and "NUMBA_ENABLE_CUDASIM=1" in done.stdout, (
+        done.stderr[-2000:]
+    )
 
 
 # -- FMA contraction -----------------------------------------------------------------------
@@ -393,7 +441,9 @@ def test_kernel_ptx_has_no_fused_multiply_add():
         assert ops[".ftz"] == 0, line
         if line["log"] is not None:
             # Assembled for sm_90: a thread's ILP elements stay in registers (no spills, no local memory).
-            assert re.search(r"\b0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads", line["log"]), line["log"]
+            assert re.search(
+                r"\b0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads", line["log"]
+            ), line["log"]
     assert lines[2]["default_fused"] > 0  # without -fma=0 NVVM does fuse
 
 
@@ -419,7 +469,9 @@ def test_every_element_is_updated_once_at_the_tiling_edges(dtype):
     elements (ILP·THREADS per block pass) and a block's chunk.  An element the
     kernel skipped, or updated twice, would not match the NumPy backend."""
     group, chunk = backend_cuda.ILP * backend_cuda.THREADS, backend_cuda.CHUNK
-    sizes = sorted({1, group - 1, group, group + 1, chunk - 1, chunk, chunk + 1, 2 * chunk + group + 1})
+    sizes = sorted(
+        {1, group - 1, group, group + 1, chunk - 1, chunk, chunk + 1, 2 * chunk + group + 1}
+    )
     if np.dtype(dtype).kind == "c":  # the kernel sees 2n reals
         sizes = sorted({max(1, s // 2) for s in sizes} | {(chunk + 1) // 2})
     params0, grads = problem(dtype, shapes=[(s,) for s in sizes], steps=2)
@@ -465,7 +517,6 @@ def test_torch_cuda_tensors_are_used_in_place(stream):
     assert_same_bits([t.cpu().numpy()], expected)
 
 
-
 # -- the GPU benchmark, run on the simulator -------------------------------------------------
 
 
@@ -477,8 +528,21 @@ def test_gpu_benchmark_runs_end_to_end_on_the_simulator(tmp_path):
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_cuda.py"
     out = tmp_path / "bench.json"
     done = subprocess.run(
-        [sys.executable, str(script), "--simulate", "--repeats", "2", "--warmup", "1", "--out", str(out)],
-        env={**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(script),
+            "--simulate",
+            "--repeats",
+            "2",
+            "--warmup",
+            "1",
+            "--out",
+            str(out),
+        ],
+        env={**os.environ, "NUMBA_ENABLE_CUDASIM": "0"},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -498,8 +562,13 @@ def test_gpu_benchmark_without_a_gpu_says_so():
     if not SIMULATOR and cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_cuda.py"
-    done = subprocess.run([sys.executable, str(script), "--out", os.devnull],
-                          env={**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script), "--out", os.devnull],
+        env={**os.environ, "NUMBA_ENABLE_CUDASIM": "0"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if done.returncode == 0:
         pytest.skip("numba found a CUDA GPU in the subprocess")
     assert done.returncode == 2 and "nothing measured" in done.stderr, done.stderr[-2000:]
@@ -511,12 +580,28 @@ def test_host_work_benchmark_runs_without_a_gpu(tmp_path):
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_cuda_host.py"
     out = tmp_path / "host.json"
     done = subprocess.run(
-        [sys.executable, str(script), "--params", "20", "--elements", "10", "--repeats", "3", "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(script),
+            "--params",
+            "20",
+            "--elements",
+            "10",
+            "--repeats",
+            "3",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["params"] == 20 and set(result["median_s"]) == {
-        "cuda step (host)", "numba step (20 × 1 element)", "plan_step (cuda)"}
+        "cuda step (host)",
+        "numba step (20 × 1 element)",
+        "plan_step (cuda)",
+    }
     # 2 warm-up rounds + 3 timed rounds, one launch each (all float32: one dtype, one launch).
     assert "launches stubbed: 5" in done.stdout

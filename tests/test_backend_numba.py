@@ -60,7 +60,9 @@ def run_both(make_arrays, steps, grads, **options):
     for t in range(steps):
         g = grads(t)
         for backend, (params, ms, vs, st_, mp) in runs.items():
-            new_steps, new_mp = functional.nadam(params, g, ms, vs, st_, mp, backend=backend, **options)
+            new_steps, new_mp = functional.nadam(
+                params, g, ms, vs, st_, mp, backend=backend, **options
+            )
             runs[backend] = (params, ms, vs, new_steps, new_mp)
         ref, fast = runs["numpy"], runs["numba"]
         for i in range(len(ref[0])):
@@ -75,7 +77,11 @@ def simple_case(shapes, dtype, seed=0, scale=1.0, steps=4, grad_scale=1.0, **opt
     grads = [[random_array(rng, s, dtype, grad_scale) for s in shapes] for _ in range(steps)]
 
     def make():
-        return [x.copy() for x in init], [np.zeros_like(x) for x in init], [np.zeros_like(x) for x in init]
+        return (
+            [x.copy() for x in init],
+            [np.zeros_like(x) for x in init],
+            [np.zeros_like(x) for x in init],
+        )
 
     return run_both(make, steps, lambda t: grads[t], **options)
 
@@ -95,13 +101,33 @@ BASE = dict(lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8)
         {"weight_decay": 0.1, "decoupled_weight_decay": True},
         {"maximize": True, "weight_decay": 0.01},
         {"split_update": False},
-        {"split_update": False, "weight_decay": 0.05, "decoupled_weight_decay": True, "maximize": True},
+        {
+            "split_update": False,
+            "weight_decay": 0.05,
+            "decoupled_weight_decay": True,
+            "maximize": True,
+        },
         {"scalar_dtype": np.float32},
         # Keras-style: every scalar computed in float32 (as both Keras generations do for float32)
-        {"scalar_dtype": np.float32, "compute_dtype": np.float32, "split_update": False, "momentum_decay": 1.0},
+        {
+            "scalar_dtype": np.float32,
+            "compute_dtype": np.float32,
+            "split_update": False,
+            "momentum_decay": 1.0,
+        },
         {"momentum_base": float(np.float32(0.96)), "eps": 1e-7, "lr": 1e-3},
     ],
-    ids=["plain", "l2", "decoupled", "maximize", "at_once", "at_once_all", "scalar32", "keras3_32", "legacy_base"],
+    ids=[
+        "plain",
+        "l2",
+        "decoupled",
+        "maximize",
+        "at_once",
+        "at_once_all",
+        "scalar32",
+        "keras3_32",
+        "legacy_base",
+    ],
 )
 def test_options_bit_identical(dtype, options):
     # 70 000 elements: the parallel kernel, several chunks; 5 and (): the serial one.
@@ -129,7 +155,9 @@ shapes = st.lists(st.integers(0, 9), min_size=0, max_size=4).map(tuple) | st.sam
 )
 
 
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # extreme gradient scales overflow in NumPy too
+@pytest.mark.filterwarnings(
+    "ignore::RuntimeWarning"
+)  # extreme gradient scales overflow in NumPy too
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     shape_list=st.lists(shapes, min_size=1, max_size=4),
@@ -148,14 +176,37 @@ shapes = st.lists(st.integers(0, 9), min_size=0, max_size=4).map(tuple) | st.sam
     seed=st.integers(0, 2**32 - 1),
 )
 def test_property_bit_identical(
-    shape_list, dtype, lr, beta1, beta2, eps, weight_decay, momentum_decay,
-    decoupled, maximize, split_update, scalar_dtype, grad_exponent, seed,
+    shape_list,
+    dtype,
+    lr,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    momentum_decay,
+    decoupled,
+    maximize,
+    split_update,
+    scalar_dtype,
+    grad_exponent,
+    seed,
 ):
     simple_case(
-        shape_list, dtype, seed=seed, steps=3, grad_scale=10.0**grad_exponent,
-        lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-        momentum_decay=momentum_decay, decoupled_weight_decay=decoupled, maximize=maximize,
-        split_update=split_update, scalar_dtype=scalar_dtype,
+        shape_list,
+        dtype,
+        seed=seed,
+        steps=3,
+        grad_scale=10.0**grad_exponent,
+        lr=lr,
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        weight_decay=weight_decay,
+        momentum_decay=momentum_decay,
+        decoupled_weight_decay=decoupled,
+        maximize=maximize,
+        split_update=split_update,
+        scalar_dtype=scalar_dtype,
     )
 
 
@@ -172,14 +223,25 @@ def _transposed(rng, dtype):
 def _mixed_orders(rng, dtype):
     # θ transposed, m and v in C order: the strided path.
     base = random_array(rng, (300, 257), dtype)
-    return base.T, base, np.zeros((257, 300), dtype), np.zeros((257, 300), dtype), random_array(rng, (257, 300), dtype)
+    return (
+        base.T,
+        base,
+        np.zeros((257, 300), dtype),
+        np.zeros((257, 300), dtype),
+        random_array(rng, (257, 300), dtype),
+    )
 
 
 def _stepped(rng, dtype):
     base = random_array(rng, (400, 401), dtype)
     grad_base = random_array(rng, (800, 401), dtype)
-    return (base[::3, 1::2], base, np.zeros((134, 200), dtype), np.zeros((134, 200), dtype),
-            grad_base[::6, ::-2][:, :200])
+    return (
+        base[::3, 1::2],
+        base,
+        np.zeros((134, 200), dtype),
+        np.zeros((134, 200), dtype),
+        grad_base[::6, ::-2][:, :200],
+    )
 
 
 def _reversed(rng, dtype):
@@ -197,22 +259,35 @@ def _broadcast_grad(rng, dtype):
 def _middle_of_3d(rng, dtype):
     base = random_array(rng, (6, 70, 90), dtype)
     shape = (4, 57, 13)
-    return (base[1:5, 3:60, ::7], base, np.zeros(shape, dtype), np.zeros(shape, dtype, order="F"),
-            np.asfortranarray(random_array(rng, shape, dtype)))
+    return (
+        base[1:5, 3:60, ::7],
+        base,
+        np.zeros(shape, dtype),
+        np.zeros(shape, dtype, order="F"),
+        np.asfortranarray(random_array(rng, shape, dtype)),
+    )
 
 
 VIEWS = {
-    "transposed": _transposed, "mixed_orders": _mixed_orders, "stepped": _stepped,
-    "reversed": _reversed, "broadcast_grad": _broadcast_grad, "middle_of_3d": _middle_of_3d,
+    "transposed": _transposed,
+    "mixed_orders": _mixed_orders,
+    "stepped": _stepped,
+    "reversed": _reversed,
+    "broadcast_grad": _broadcast_grad,
+    "middle_of_3d": _middle_of_3d,
 }
 
 
 def element_indices(view: np.ndarray, base: np.ndarray) -> np.ndarray:
     """Flat (C-order) indices into the contiguous ``base`` of each element of ``view``."""
-    offset = (view.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // base.itemsize
+    offset = (
+        view.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+    ) // base.itemsize
     index = np.full(view.shape, offset, np.int64)
     for d, (n, s) in enumerate(zip(view.shape, view.strides)):
-        index = index + (np.arange(n) * (s // base.itemsize)).reshape([-1 if k == d else 1 for k in range(view.ndim)])
+        index = index + (np.arange(n) * (s // base.itemsize)).reshape(
+            [-1 if k == d else 1 for k in range(view.ndim)]
+        )
     return index
 
 
@@ -235,8 +310,12 @@ def test_noncontiguous_views_updated_in_place(name, dtype):
         inside = element_indices(param, base).ravel()
         outside = np.ones(base.size, bool)
         outside[inside] = False
-        assert np.array_equal(base.reshape(-1)[outside], before.reshape(-1)[outside]), "elements outside the view changed"
-        assert np.all(base.reshape(-1)[inside] != before.reshape(-1)[inside]), "the view was not updated in place"
+        assert np.array_equal(base.reshape(-1)[outside], before.reshape(-1)[outside]), (
+            "elements outside the view changed"
+        )
+        assert np.all(base.reshape(-1)[inside] != before.reshape(-1)[inside]), (
+            "the view was not updated in place"
+        )
 
 
 @pytest.mark.parametrize("kind", ["unaligned", "big_endian"])
@@ -268,7 +347,8 @@ def test_many_small_parameters_in_groups_one_call_per_group_and_dtype(monkeypatc
     for name in ("_update_parallel", "_update_serial"):
         kernel = getattr(backend_numba, name)
         monkeypatch.setattr(
-            backend_numba, name,
+            backend_numba,
+            name,
             lambda *args, _kernel=kernel: (calls.append(len(args[0])), _kernel(*args))[1],
         )
     dtypes = [np.float32, np.float64, np.complex64]
@@ -277,7 +357,10 @@ def test_many_small_parameters_in_groups_one_call_per_group_and_dtype(monkeypatc
         rng_ = np.random.default_rng(11)
         groups = []
         for g in range(3):
-            params = [Parameter(random_array(rng_, (int(rng_.integers(1, 40)), 3), dtypes[i % 3])) for i in range(60)]
+            params = [
+                Parameter(random_array(rng_, (int(rng_.integers(1, 40)), 3), dtypes[i % 3]))
+                for i in range(60)
+            ]
             groups.append({"params": params, "lr": 1e-3 * (g + 1), "weight_decay": 0.01 * g})
         return NAdam(groups, backend=backend, decoupled_weight_decay=True)
 
@@ -289,7 +372,11 @@ def test_many_small_parameters_in_groups_one_call_per_group_and_dtype(monkeypatc
             for group in opt.param_groups:
                 for i, p in enumerate(group["params"]):
                     # every fifth parameter skips step 2: its step count, hence coefficients, differ
-                    p.grad = None if (t == 1 and i % 5 == 0) else random_array(grads_rng, p.shape, p.dtype)
+                    p.grad = (
+                        None
+                        if (t == 1 and i % 5 == 0)
+                        else random_array(grads_rng, p.shape, p.dtype)
+                    )
             opt.step()
         # complex64 runs as float32: per group, {float32, float64} × {on schedule, one step behind}
         assert len(calls) == (3 * 2 if t < 2 else 3 * 4), calls
@@ -298,7 +385,11 @@ def test_many_small_parameters_in_groups_one_call_per_group_and_dtype(monkeypatc
                 assert_same(p_fast.data, p_ref.data, f"step {t + 1} θ")
                 if p_ref in reference.state:
                     for key in ("exp_avg", "exp_avg_sq"):
-                        assert_same(fast.state[p_fast][key], reference.state[p_ref][key], f"step {t + 1} {key}")
+                        assert_same(
+                            fast.state[p_fast][key],
+                            reference.state[p_ref][key],
+                            f"step {t + 1} {key}",
+                        )
 
 
 # -- memory and the disk cache -----------------------------------------------------------------
@@ -341,8 +432,10 @@ def test_second_process_loads_compiled_code_from_disk():
     )
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_DISABLE_JIT"}
     # The first process fills the cache (if this test run has not already); the second must only load.
-    for attempt in range(2):
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    for _attempt in range(2):
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+        )
         assert out.returncode == 0, out.stderr
     misses, hits = map(int, out.stdout.split()[-2:])
     assert misses == 0 and hits == 4, out.stdout

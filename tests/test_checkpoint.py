@@ -16,17 +16,18 @@ import os
 
 import numpy as np
 import pytest
+from fuzz_loaders import rezip, zip_members
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from fuzz_loaders import rezip, zip_members
+from test_trust import BACKEND_PARAMS, bits, make_problem, on_backend, snapshot, to_host
 
 import nadam_ref
 from nadam_ref import NAdam, Parameter, checkpoint
 from nadam_ref.checkpoint import CheckpointError
-from test_trust import BACKEND_PARAMS, bits, make_problem, on_backend, snapshot, to_host
 
-FAST = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FAST = settings(
+    deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 
 
 def state_bits(sd: dict) -> dict:
@@ -48,8 +49,11 @@ def saved(tmp_path):
         Parameter(rng.standard_normal(3)),
         Parameter(np.zeros(2)),
     ]
-    opt = NAdam([{"params": params[:2]}, {"params": params[2:], "lr": 1e-2, "maximize": True, "note": "x"}],
-                scalar_dtype=np.float32, backend="numpy")
+    opt = NAdam(
+        [{"params": params[:2]}, {"params": params[2:], "lr": 1e-2, "maximize": True, "note": "x"}],
+        scalar_dtype=np.float32,
+        backend="numpy",
+    )
     for _ in range(3):
         for p in params[:3]:
             p.grad = rng.standard_normal(p.shape).astype(p.dtype)
@@ -64,7 +68,9 @@ def test_round_trip_is_exact(saved):
     loaded = nadam_ref.load(path)
     assert state_bits(loaded) == state_bits(sd)
     assert set(loaded["state"]) == {0, 1, 2}  # parameter 3 never had a gradient
-    assert type(loaded["state"][0]["step"]) is np.float32 and loaded["param_groups"][0]["betas"] == (0.9, 0.999)
+    assert type(loaded["state"][0]["step"]) is np.float32 and loaded["param_groups"][0][
+        "betas"
+    ] == (0.9, 0.999)
     assert loaded["param_groups"][1]["note"] == "x"  # extra group entries survive, as in torch
 
 
@@ -88,8 +94,12 @@ def test_same_state_gives_same_bytes(saved, tmp_path):
 
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
 @settings(FAST, max_examples=20)
-@given(k=st.integers(0, 12), n=st.integers(1, 5), scalar=st.sampled_from([np.float32, np.float64]),
-       decoupled=st.booleans())
+@given(
+    k=st.integers(0, 12),
+    n=st.integers(1, 5),
+    scalar=st.sampled_from([np.float32, np.float64]),
+    decoupled=st.booleans(),
+)
 def test_resume_from_checkpoint_is_bit_identical(backend, tmp_path, k, n, scalar, decoupled):
     """Stop after k steps, save, load into a fresh optimizer over copies of the
     parameters, take n more steps: the same bits as n more steps without stopping."""
@@ -99,8 +109,14 @@ def test_resume_from_checkpoint_is_bit_identical(backend, tmp_path, k, n, scalar
 
     def build(arrays):
         ps = [Parameter(on_backend(backend, a)) for a in arrays]
-        return ps, NAdam(ps, lr=1e-2, weight_decay=0.01, decoupled_weight_decay=decoupled,
-                         scalar_dtype=scalar, backend=backend)
+        return ps, NAdam(
+            ps,
+            lr=1e-2,
+            weight_decay=0.01,
+            decoupled_weight_decay=decoupled,
+            scalar_dtype=scalar,
+            backend=backend,
+        )
 
     def take(ps, opt, gs):
         for g_step in gs:
@@ -124,7 +140,9 @@ def test_torch_run_continued_from_a_checkpoint_matches_torch(tmp_path):
     """A torch.optim.NAdam run, stopped after 20 steps, saved through
     nadam_ref.save, and continued here for 30 steps, stays within float32
     rounding of torch continuing on its own."""
-    torch = pytest.importorskip("torch", reason="torch is needed to compare a resumed run with torch")
+    torch = pytest.importorskip(
+        "torch", reason="torch is needed to compare a resumed run with torch"
+    )
     from nadam_ref.torch_interop import from_torch_state_dict
 
     rng = np.random.default_rng(0)
@@ -145,7 +163,9 @@ def test_torch_run_continued_from_a_checkpoint_matches_torch(tmp_path):
         p.grad = g.copy()
         opt.step()
     np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=0, atol=1e-6)
-    np.testing.assert_allclose(opt.state[p]["exp_avg_sq"], topt.state[t]["exp_avg_sq"].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        opt.state[p]["exp_avg_sq"], topt.state[t]["exp_avg_sq"].numpy(), rtol=1e-6
+    )
     assert float(opt.state[p]["step"]) == 50.0
 
 
@@ -200,15 +220,38 @@ def test_save_keeps_permissions(saved):
 
 BAD_STATE_DICTS = {
     "not a dict": (lambda sd: [sd], "state_dict"),
-    "lr negative": (lambda sd: _edit(sd, lambda s: s["param_groups"][0].update(lr=-1.0)), "learning rate"),
-    "lr NaN": (lambda sd: _edit(sd, lambda s: s["param_groups"][0].update(lr=float("nan"))), r"\['lr'\] is nan"),
-    "option an object": (lambda sd: _edit(sd, lambda s: s["param_groups"][0].update(note=object())), "note"),
+    "lr negative": (
+        lambda sd: _edit(sd, lambda s: s["param_groups"][0].update(lr=-1.0)),
+        "learning rate",
+    ),
+    "lr NaN": (
+        lambda sd: _edit(sd, lambda s: s["param_groups"][0].update(lr=float("nan"))),
+        r"\['lr'\] is nan",
+    ),
+    "option an object": (
+        lambda sd: _edit(sd, lambda s: s["param_groups"][0].update(note=object())),
+        "note",
+    ),
     "missing option": (lambda sd: _edit(sd, lambda s: s["param_groups"][0].pop("eps")), "eps"),
     "string step": (lambda sd: _edit(sd, lambda s: s["state"][0].update(step="3")), "step"),
-    "object array": (lambda sd: _edit(sd, lambda s: s["state"][0].update(exp_avg=np.array([None] * 6).reshape(2, 3))), "exp_avg"),
-    "shapes differ": (lambda sd: _edit(sd, lambda s: s["state"][0].update(exp_avg=np.zeros(3, np.float32))), "differ"),
-    "state of unlisted parameter": (lambda sd: _edit(sd, lambda s: s["state"].update({7: s["state"][0]})), "state"),
-    "mu_product above 1": (lambda sd: _edit(sd, lambda s: s["state"][0].update(mu_product=np.float32(2))), "mu_product"),
+    "object array": (
+        lambda sd: _edit(
+            sd, lambda s: s["state"][0].update(exp_avg=np.array([None] * 6).reshape(2, 3))
+        ),
+        "exp_avg",
+    ),
+    "shapes differ": (
+        lambda sd: _edit(sd, lambda s: s["state"][0].update(exp_avg=np.zeros(3, np.float32))),
+        "differ",
+    ),
+    "state of unlisted parameter": (
+        lambda sd: _edit(sd, lambda s: s["state"].update({7: s["state"][0]})),
+        "state",
+    ),
+    "mu_product above 1": (
+        lambda sd: _edit(sd, lambda s: s["state"][0].update(mu_product=np.float32(2))),
+        "mu_product",
+    ),
 }
 
 
@@ -265,6 +308,7 @@ def _pop(*keys):
         for k in keys[:-1]:
             target = target[k]
         del target[keys[-1]]
+
     return change
 
 
@@ -274,17 +318,27 @@ def _set(value, *keys):
         for k in keys[:-1]:
             target = target[k]
         target[keys[-1]] = value
+
     return change
 
 
 CORRUPTIONS = {
     "empty file": (lambda p: b"", "not a readable checkpoint"),
     "not a zip": (lambda p: b"hello world" * 50, "not a readable checkpoint"),
-    "truncated to half": (lambda p: p.read_bytes()[: len(p.read_bytes()) // 2], "not a readable checkpoint"),
-    "an ordinary npz": (lambda p: rezip({"a.npy": _members(p)["state.0.exp_avg.npy"]}), "no metadata"),
+    "truncated to half": (
+        lambda p: p.read_bytes()[: len(p.read_bytes()) // 2],
+        "not a readable checkpoint",
+    ),
+    "an ordinary npz": (
+        lambda p: rezip({"a.npy": _members(p)["state.0.exp_avg.npy"]}),
+        "no metadata",
+    ),
     "metadata not JSON": (lambda p: _with_array(p, "metadata", np.array("{not json")), "JSON"),
     "metadata not a string": (lambda p: _with_array(p, "metadata", np.zeros(3)), "metadata"),
-    "metadata an object array": (lambda p: _with_array(p, "metadata", np.array([{"a": 1}], dtype=object)), "metadata"),
+    "metadata an object array": (
+        lambda p: _with_array(p, "metadata", np.array([{"a": 1}], dtype=object)),
+        "metadata",
+    ),
     "metadata a list": (_meta(lambda m: m.clear()), "format"),
     "wrong format": (_meta(_set("torch", "format")), "format"),
     "newer version": (_meta(_set(2, "version")), "version 2"),
@@ -303,13 +357,25 @@ CORRUPTIONS = {
     "array dtype object": (_meta(_set("|O", "arrays", "state.0.exp_avg", "dtype")), "dtype"),
     "array shape wrong": (_meta(_set([3, 2], "arrays", "state.0.exp_avg", "shape")), "shape"),
     "array digest wrong": (_meta(_set("0" * 64, "arrays", "state.0.exp_avg", "sha256")), "sha256"),
-    "array member missing": (lambda p: rezip({k: v for k, v in _members(p).items() if k != "state.2.step.npy"}),
-                             "missing"),
+    "array member missing": (
+        lambda p: rezip({k: v for k, v in _members(p).items() if k != "state.2.step.npy"}),
+        "missing",
+    ),
     "extra member": (lambda p: rezip({**_members(p), "evil.npy": b"x"}), "extra"),
     "array replaced by an object array": (
-        lambda p: _with_array(p, "state.0.exp_avg", np.array([None] * 6, dtype=object).reshape(2, 3)), "state.0.exp_avg"),
-    "array of another shape": (lambda p: _with_array(p, "state.0.exp_avg", np.zeros(6, np.float32)), "state.0.exp_avg"),
-    "array values changed": (lambda p: _with_array(p, "state.0.exp_avg", np.ones((2, 3), np.float32)), "sha256"),
+        lambda p: _with_array(
+            p, "state.0.exp_avg", np.array([None] * 6, dtype=object).reshape(2, 3)
+        ),
+        "state.0.exp_avg",
+    ),
+    "array of another shape": (
+        lambda p: _with_array(p, "state.0.exp_avg", np.zeros(6, np.float32)),
+        "state.0.exp_avg",
+    ),
+    "array values changed": (
+        lambda p: _with_array(p, "state.0.exp_avg", np.ones((2, 3), np.float32)),
+        "sha256",
+    ),
     "step negative": (lambda p: _with_array(p, "state.0.step", np.float32(-1)), "state.0.step"),
 }
 
@@ -339,7 +405,9 @@ def test_a_valid_checkpoint_with_invalid_values_is_refused(saved, tmp_path):
     np.lib.format.write_array(buf, np.array(value), allow_pickle=False)
     members["state.0.mu_product.npy"] = buf.getvalue()
     meta = json.loads(str(np.load(io.BytesIO(members["metadata.npy"]), allow_pickle=False)))
-    meta["arrays"]["state.0.mu_product"]["sha256"] = hashlib.sha256(np.array(value).tobytes()).hexdigest()
+    meta["arrays"]["state.0.mu_product"]["sha256"] = hashlib.sha256(
+        np.array(value).tobytes()
+    ).hexdigest()
     buf = io.BytesIO()
     np.lib.format.write_array(buf, np.array(json.dumps(meta)), allow_pickle=False)
     members["metadata.npy"] = buf.getvalue()
@@ -388,7 +456,7 @@ def test_random_corruptions_give_checkpoint_error(saved, tmp_path, data):
         if kind == "flip" and raw:
             raw[i] ^= data.draw(st.integers(1, 255), label="xor")
         elif kind == "cut":
-            del raw[i:i + data.draw(st.integers(1, 64), label="length")]
+            del raw[i : i + data.draw(st.integers(1, 64), label="length")]
         elif kind == "insert":
             raw[i:i] = data.draw(st.binary(min_size=1, max_size=16), label="bytes")
         else:
@@ -404,9 +472,16 @@ def test_random_corruptions_give_checkpoint_error(saved, tmp_path, data):
 
 
 json_junk = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-5, 10), st.floats(allow_nan=False, allow_infinity=False),
-              st.text(max_size=4)),
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-5, 10),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=4),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 
@@ -453,9 +528,15 @@ def test_random_metadata_edits_give_checkpoint_error(saved, tmp_path, data):
     except CheckpointError:
         return
     # it loaded: then it is a state an optimizer of this structure accepts or refuses cleanly
-    params = [Parameter(np.zeros((2, 3), np.float32)), Parameter(np.zeros(4, np.complex64)),
-              Parameter(np.zeros(3)), Parameter(np.zeros(2))]
-    opt = NAdam([{"params": params[:2]}, {"params": params[2:]}], scalar_dtype=np.float32, backend="numpy")
+    params = [
+        Parameter(np.zeros((2, 3), np.float32)),
+        Parameter(np.zeros(4, np.complex64)),
+        Parameter(np.zeros(3)),
+        Parameter(np.zeros(2)),
+    ]
+    opt = NAdam(
+        [{"params": params[:2]}, {"params": params[2:]}], scalar_dtype=np.float32, backend="numpy"
+    )
     before = snapshot(opt)
     try:
         opt.load_state_dict(loaded)

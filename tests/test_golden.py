@@ -17,8 +17,15 @@ import pytest
 pytest.importorskip("mpmath", reason="the golden tools need mpmath (the 'golden' extra)")
 
 from nadam_ref import NAdam, Parameter, functional  # noqa: E402
-from nadam_ref.golden import GoldenFormatError, load, loads, make_case, save, verify  # noqa: E402
-from nadam_ref.golden import oracle  # noqa: E402
+from nadam_ref.golden import (  # noqa: E402
+    GoldenFormatError,
+    load,
+    loads,
+    make_case,
+    oracle,  # noqa: E402
+    save,
+    verify,
+)
 from nadam_ref.golden.cli import main as golden_main  # noqa: E402
 from nadam_ref.golden.format import to_json, to_npz  # noqa: E402
 from nadam_ref.golden.reference import replay  # noqa: E402
@@ -32,9 +39,20 @@ PROFILE_NAMES = ("torch", "tf-keras-legacy", "keras3", "optax")
 
 # -- the oracle ------------------------------------------------------------------------------
 
+
 def _rule(**hp):
-    base = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
-                decoupled_weight_decay=False, maximize=False, momentum_base=0.96, state_dtype=np.float64)
+    base = dict(
+        lr=1e-3,
+        beta1=0.9,
+        beta2=0.999,
+        eps=1e-8,
+        weight_decay=0.0,
+        momentum_decay=4e-3,
+        decoupled_weight_decay=False,
+        maximize=False,
+        momentum_base=0.96,
+        state_dtype=np.float64,
+    )
     return {**base, **hp}
 
 
@@ -53,7 +71,9 @@ def test_oracle_matches_a_hand_derived_first_step():
         mhat = mu2 * m / (1 - mu1 * mu2) + (1 - mu1) * 2 / (1 - mu1)
         theta = 1 - f(2e-3) * mhat / (mpmath.sqrt(vhat) + f(1e-8))
         want = float(theta)
-    out = oracle.exact_run([_rule(lr=2e-3, state_dtype=None)], [np.array([1.0])], [np.array([[2.0]])], [1])
+    out = oracle.exact_run(
+        [_rule(lr=2e-3, state_dtype=None)], [np.array([1.0])], [np.array([[2.0]])], [1]
+    )
     assert out["param"][0][0, 0] == want
     assert out["exp_avg"][0][0, 0] == float(mpmath.mpf(1 - mpmath.mpf(0.9)) * 2)
 
@@ -63,10 +83,15 @@ def test_round_to_is_correct_rounding_for_float32():
     overflow beyond the largest float32, and a subnormal."""
     E = oracle.Exact
     assert oracle.round_to(E(1) + E(2) ** -24, np.float32) == np.float32(1)
-    assert oracle.round_to(E(1) + E(2) ** -24 + E(2) ** -80, np.float32) == np.nextafter(np.float32(1), np.float32(2))
-    assert oracle.round_to(E(1) + 3 * E(2) ** -24, np.float32) == np.float32(1) + 2 * np.float32(2) ** -23
+    assert oracle.round_to(E(1) + E(2) ** -24 + E(2) ** -80, np.float32) == np.nextafter(
+        np.float32(1), np.float32(2)
+    )
+    assert (
+        oracle.round_to(E(1) + 3 * E(2) ** -24, np.float32)
+        == np.float32(1) + 2 * np.float32(2) ** -23
+    )
     assert oracle.round_to(E(2) ** 129, np.float32) == np.inf
-    assert oracle.round_to(E(2) ** -140, np.float32) == np.float32(2.0 ** -140)
+    assert oracle.round_to(E(2) ** -140, np.float32) == np.float32(2.0**-140)
     assert oracle.round_to(E(2) ** -160, np.float32) == 0
 
 
@@ -74,18 +99,32 @@ def _single_step(rng, split, fresh):
     n = 16
     theta = rng.standard_normal(n)
     scale = 10 ** rng.uniform(-6, 2)
-    hp = dict(lr=float(10 ** rng.uniform(-4, -2)), beta1=float(rng.uniform(0, 0.99)),
-              beta2=float(rng.uniform(0.9, 0.9999)), eps=1e-8, momentum_decay=4e-3)
+    hp = dict(
+        lr=float(10 ** rng.uniform(-4, -2)),
+        beta1=float(rng.uniform(0, 0.99)),
+        beta2=float(rng.uniform(0.9, 0.9999)),
+        eps=1e-8,
+        momentum_decay=4e-3,
+    )
     m, v, steps, prods = np.zeros(n), np.zeros(n), [np.float64(0)], [np.float64(1)]
     if not fresh:
         for _ in range(int(rng.integers(1, 40))):
-            steps, prods = functional.nadam([theta], [rng.standard_normal(n) * scale], [m], [v], steps, prods, **hp)
+            steps, prods = functional.nadam(
+                [theta], [rng.standard_normal(n) * scale], [m], [v], steps, prods, **hp
+            )
     g = rng.standard_normal(n) * scale
     out = [theta.copy(), g.copy(), m.copy(), v.copy()]
     functional.nadam([out[0]], [out[1]], [out[2]], [out[3]], steps, prods, split_update=split, **hp)
     E = oracle.to_exact
-    T, M, V, _, _ = oracle.exact_step(_rule(**hp), E(theta), E(g), E(m), E(v),
-                                      oracle.Exact(float(steps[0])), oracle.Exact(float(prods[0])))
+    T, M, V, _, _ = oracle.exact_step(
+        _rule(**hp),
+        E(theta),
+        E(g),
+        E(m),
+        E(v),
+        oracle.Exact(float(steps[0])),
+        oracle.Exact(float(prods[0])),
+    )
     exact = [oracle.round_array(X, np.float64) for X in (T, M, V)]
     return hp, theta, g, m, out, exact
 
@@ -120,16 +159,27 @@ def test_trajectory_distance_from_exact_is_reported_and_small():
     """The float reference along whole trajectories, 10⁵ steps included:
     distance from the exact trajectory in ulps (printed with -s), well inside
     the derived tolerance."""
-    for name in ("torch-float64", "keras3-float64", "closed-loop-sphere", "shape-large-float64", "long-run",
-                 "torch-float32", "keras3-float32", "optax-float32"):
+    for name in (
+        "torch-float64",
+        "keras3-float64",
+        "closed-loop-sphere",
+        "shape-large-float64",
+        "long-run",
+        "torch-float32",
+        "keras3-float32",
+        "optax-float32",
+    ):
         case = load(suite_path(name))
         report = verify(case, replay(case), diagnose=False)
-        print(f"{name}: float reference vs exact: θ {report.max_ulps['param']:.0f} ulps "
-              f"({report.max_ratio['param']:.3f} of tolerance)")
+        print(
+            f"{name}: float reference vs exact: θ {report.max_ulps['param']:.0f} ulps "
+            f"({report.max_ratio['param']:.3f} of tolerance)"
+        )
         assert report.passed and report.max_ratio["param"] < 0.7
 
 
 # -- the suite -------------------------------------------------------------------------------
+
 
 def test_suite_regenerates_byte_for_byte(tmp_path):
     """Every shipped case, the 10⁵-step one included (~30–60 s), regenerated
@@ -144,18 +194,29 @@ def test_suite_contents_cover_the_issue():
     total = sum(suite_path(n).stat().st_size for n in SUITE)
     assert total < 4_000_000
     assert {c.profile for c in cases.values()} == set(PROFILE_NAMES)
-    assert {c.dtype.name for c in cases.values()} >= {"float32", "float64", "complex64", "complex128"}
+    assert {c.dtype.name for c in cases.values()} >= {
+        "float32",
+        "float64",
+        "complex64",
+        "complex128",
+    }
     sizes = [int(np.prod(s)) for c in cases.values() for s in c.shapes]
     assert min(sizes) == 1 and max(sizes) >= 2000 and () in cases["shape-scalar"].shapes
     assert max(c.steps for c in cases.values()) >= 100_000
     hp = lambda n: cases[n].hyperparameters  # noqa: E731
-    assert hp("lr-zero")["lr"] == 0 and hp("beta1-zero")["beta1"] == 0 and hp("psi-zero")["momentum_decay"] == 0
+    assert (
+        hp("lr-zero")["lr"] == 0
+        and hp("beta1-zero")["beta1"] == 0
+        and hp("psi-zero")["momentum_decay"] == 0
+    )
     assert len(cases["param-groups"].groups) == 2
     assert np.all(cases["zero-gradients"].grads[0] == 0)
     assert np.max(np.abs(cases["tiny-gradients-float64"].grads[0])) < 1e-29
     assert np.max(np.abs(cases["huge-gradients-float64"].grads[0])) > 1e29
     eps = cases["eps-dominated"]
-    assert np.all(np.sqrt(eps.expected["exp_avg_sq"][0].astype(float)) < 0.1 * eps.hyperparameters["eps"])
+    assert np.all(
+        np.sqrt(eps.expected["exp_avg_sq"][0].astype(float)) < 0.1 * eps.hyperparameters["eps"]
+    )
     # lr = 0: θ stays put, exactly
     assert np.all(cases["lr-zero"].expected["param"][0] == cases["lr-zero"].params0[0])
 
@@ -177,11 +238,18 @@ def test_nadam_class_passes_torch_cases():
     for name in ("torch-float32", "torch-float64", "param-groups", "complex64", "maximize"):
         case = load(suite_path(name))
         params = [Parameter(p.copy()) for p in case.params0]
-        groups = [{"params": [params[i] for i in g["params"]], "lr": g["hyperparameters"]["lr"],
-                   "betas": (g["hyperparameters"]["beta1"], g["hyperparameters"]["beta2"]),
-                   "eps": g["hyperparameters"]["eps"], "weight_decay": g["hyperparameters"]["weight_decay"],
-                   "momentum_decay": g["hyperparameters"]["momentum_decay"],
-                   "maximize": g["hyperparameters"]["maximize"]} for g in case.groups]
+        groups = [
+            {
+                "params": [params[i] for i in g["params"]],
+                "lr": g["hyperparameters"]["lr"],
+                "betas": (g["hyperparameters"]["beta1"], g["hyperparameters"]["beta2"]),
+                "eps": g["hyperparameters"]["eps"],
+                "weight_decay": g["hyperparameters"]["weight_decay"],
+                "momentum_decay": g["hyperparameters"]["momentum_decay"],
+                "maximize": g["hyperparameters"]["maximize"],
+            }
+            for g in case.groups
+        ]
         opt = NAdam(groups, scalar_dtype=np.float32)
         traj = [[] for _ in params]
         for t in range(case.steps):
@@ -194,6 +262,7 @@ def test_nadam_class_passes_torch_cases():
 
 
 # -- recordings from the real frameworks -------------------------------------------------------
+
 
 def _recordings():
     return sorted(RECORDINGS.glob("*.npz"))
@@ -231,17 +300,32 @@ def test_same_inputs_other_profile_is_diagnosed_as_the_framework(framework):
 
         fixed = get_profile(other).fixed
         hp = {k: v for k, v in source.hyperparameters.items() if k not in fixed}
-        case = make_case("x", profile=other, dtype="float64", shapes=source.shapes, steps=source.steps,
-                         hyperparameters=hp, params0=source.params0, grads=source.grads)
+        case = make_case(
+            "x",
+            profile=other,
+            dtype="float64",
+            shapes=source.shapes,
+            steps=source.steps,
+            hyperparameters=hp,
+            params0=source.params0,
+            grads=source.grads,
+        )
         report = verify(case, recorded)
         assert not report.passed, other
-        assert report.diagnosis.matches and report.diagnosis.best == expected_name, (other, str(report))
+        assert report.diagnosis.matches and report.diagnosis.best == expected_name, (
+            other,
+            str(report),
+        )
 
 
 def test_live_frameworks_match_the_recordings(tmp_path):
     """Run each framework now (one case each, in subprocesses) and verify."""
-    cases = {"torch": "torch-float64", "tf-keras-legacy": "tf-keras-legacy-float64",
-             "keras3": "keras3-float32", "optax": "optax-float64"}
+    cases = {
+        "torch": "torch-float64",
+        "tf-keras-legacy": "tf-keras-legacy-float64",
+        "keras3": "keras3-float32",
+        "optax": "optax-float64",
+    }
     modules = {"torch": "torch", "tf-keras-legacy": "tf_keras", "keras3": "keras", "optax": "optax"}
     import importlib.util
 
@@ -249,8 +333,13 @@ def test_live_frameworks_match_the_recordings(tmp_path):
     if missing:
         pytest.skip(f"frameworks not installed: {missing} (the 'crosscheck' extra)")
     env = {**os.environ, "KERAS_BACKEND": "torch", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    r = subprocess.run([sys.executable, str(RECORDER), "--out", str(tmp_path), "--cases", *cases.values()],
-                       env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, str(RECORDER), "--out", str(tmp_path), "--cases", *cases.values()],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     for framework, case_name in cases.items():
         path = tmp_path / f"{framework}--{case_name}.npz"
@@ -259,12 +348,28 @@ def test_live_frameworks_match_the_recordings(tmp_path):
 
 # -- deliberate mistakes ---------------------------------------------------------------------
 
-def plain_nadam(case, *, psi_factor=1.0, mu_t_for_next=False, eps_inside=False, step_from_zero=False,
-                no_v_correction=False, no_m_correction=False, float32_state=False):
+
+def plain_nadam(
+    case,
+    *,
+    psi_factor=1.0,
+    mu_t_for_next=False,
+    eps_inside=False,
+    step_from_zero=False,
+    no_v_correction=False,
+    no_m_correction=False,
+    float32_state=False,
+):
     """A plain float64 NAdam written from the algorithm box, independent of
     nadam_ref's code, with the known mistakes as switches."""
     hp = case.hyperparameters
-    b1, b2, lr, eps, psi = hp["beta1"], hp["beta2"], hp["lr"], hp["eps"], hp["momentum_decay"] * psi_factor
+    b1, b2, lr, eps, psi = (
+        hp["beta1"],
+        hp["beta2"],
+        hp["lr"],
+        hp["eps"],
+        hp["momentum_decay"] * psi_factor,
+    )
     theta = case.params0[0].astype(np.float64).copy()
     m, v = np.zeros_like(theta), np.zeros_like(theta)
     prod = np.float32(1) if float32_state else 1.0
@@ -278,7 +383,7 @@ def plain_nadam(case, *, psi_factor=1.0, mu_t_for_next=False, eps_inside=False, 
         prod_next = float(prod) * mu_next
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
-        bc2 = 1.0 if no_v_correction else 1 - b2 ** s
+        bc2 = 1.0 if no_v_correction else 1 - b2**s
         with np.errstate(divide="ignore", invalid="ignore"):
             v_hat = v / bc2
             denom = np.sqrt(v_hat + eps) if eps_inside else np.sqrt(v_hat) + eps
@@ -297,23 +402,34 @@ def plain_nadam(case, *, psi_factor=1.0, mu_t_for_next=False, eps_inside=False, 
 @pytest.fixture(scope="module")
 def mistake_case():
     # Small gradients, so that ε = 1e-8 matters next to √v̂ ≈ 1e-4.
-    return make_case("mistakes", profile="torch", dtype="float64", shapes=[(6,)], steps=40, seed=99,
-                     grad_scale=1e-4, profile_options={"scalar_state": "float64"})
+    return make_case(
+        "mistakes",
+        profile="torch",
+        dtype="float64",
+        shapes=[(6,)],
+        steps=40,
+        seed=99,
+        grad_scale=1e-4,
+        profile_options={"scalar_state": "float64"},
+    )
 
 
 def test_plain_nadam_without_mistakes_passes(mistake_case):
     assert verify(mistake_case, plain_nadam(mistake_case)).passed
 
 
-@pytest.mark.parametrize("switch, name", [
-    ({"mu_t_for_next": True}, "wrong-schedule"),
-    ({"psi_factor": 10.0}, "psi:0.04"),
-    ({"eps_inside": True}, "eps-inside-sqrt"),
-    ({"step_from_zero": True}, "step-from-0"),
-    ({"no_v_correction": True}, "no-v-bias-correction"),
-    ({"no_m_correction": True}, "no-m-bias-correction"),
-    ({"float32_state": True}, "float32-state"),
-])
+@pytest.mark.parametrize(
+    "switch, name",
+    [
+        ({"mu_t_for_next": True}, "wrong-schedule"),
+        ({"psi_factor": 10.0}, "psi:0.04"),
+        ({"eps_inside": True}, "eps-inside-sqrt"),
+        ({"step_from_zero": True}, "step-from-0"),
+        ({"no_v_correction": True}, "no-v-bias-correction"),
+        ({"no_m_correction": True}, "no-m-bias-correction"),
+        ({"float32_state": True}, "float32-state"),
+    ],
+)
 def test_each_mistake_is_caught_and_named(mistake_case, switch, name):
     report = verify(mistake_case, plain_nadam(mistake_case, **switch))
     assert not report.passed
@@ -325,6 +441,7 @@ def test_each_mistake_is_caught_and_named(mistake_case, switch, name):
 
 
 # -- the format ------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def small_case():
@@ -353,16 +470,19 @@ def test_shipped_json_files_validate_against_the_shipped_schema():
             jsonschema.validate(json.loads(suite_path(name).read_text()), schema)
 
 
-@pytest.mark.parametrize("edit, field", [
-    (lambda d: d.pop("profile"), "profile"),
-    (lambda d: d.update(dtype="float16"), "dtype"),
-    (lambda d: d["rules"][0].update(beta1="x"), "rules/0/beta1"),
-    (lambda d: d["params0"][0].append(1.0), "params0/0"),
-    (lambda d: d.update(steps=0), "steps"),
-    (lambda d: d.update(record_steps=[3, 2]), "record_steps"),
-    (lambda d: d["groups"][0].update(params=[0]), "groups"),
-    (lambda d: d.update(version=2), "version"),
-])
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda d: d.pop("profile"), "profile"),
+        (lambda d: d.update(dtype="float16"), "dtype"),
+        (lambda d: d["rules"][0].update(beta1="x"), "rules/0/beta1"),
+        (lambda d: d["params0"][0].append(1.0), "params0/0"),
+        (lambda d: d.update(steps=0), "steps"),
+        (lambda d: d.update(record_steps=[3, 2]), "record_steps"),
+        (lambda d: d["groups"][0].update(params=[0]), "groups"),
+        (lambda d: d.update(version=2), "version"),
+    ],
+)
 def test_loader_names_the_bad_field(small_case, edit, field):
     doc = json.loads(to_json(small_case))
     edit(doc)
@@ -391,12 +511,33 @@ def test_loader_raises_only_golden_format_error_on_corruption(small_case):
 
 # -- the command line --------------------------------------------------------------------------
 
+
 def test_cli_list_generate_verify(tmp_path, capsys):
     assert golden_main(["list"]) == 0
     assert "long-run" in capsys.readouterr().out
     case_path = tmp_path / "case.json"
-    assert golden_main(["generate", "--profile", "keras3", "--dtype", "float32", "--steps", "6",
-                        "--shape", "2,3", "--shape", "4", "--seed", "3", "--out", str(case_path)]) == 0
+    assert (
+        golden_main(
+            [
+                "generate",
+                "--profile",
+                "keras3",
+                "--dtype",
+                "float32",
+                "--steps",
+                "6",
+                "--shape",
+                "2,3",
+                "--shape",
+                "4",
+                "--seed",
+                "3",
+                "--out",
+                str(case_path),
+            ]
+        )
+        == 0
+    )
     case = load(case_path)
     assert case.shapes == [(2, 3), (4,)] and case.steps == 6 and case.profile == "keras3"
     good = replay(case)["param"]
@@ -414,7 +555,9 @@ def test_cli_list_generate_verify(tmp_path, capsys):
     one = make_case("one", profile="torch", dtype="float64", shapes=[(3,)], steps=5)
     save(one, tmp_path / "one.json")
     np.save(tmp_path / "one.npy", replay(one)["param"][0])
-    np.savetxt(tmp_path / "one.csv", replay(one)["param"][0], delimiter=",", fmt="%.17g", header="a,b,c")
+    np.savetxt(
+        tmp_path / "one.csv", replay(one)["param"][0], delimiter=",", fmt="%.17g", header="a,b,c"
+    )
     assert golden_main(["verify", str(tmp_path / "one.json"), str(tmp_path / "one.npy")]) == 0
     assert golden_main(["verify", str(tmp_path / "one.json"), str(tmp_path / "one.csv")]) == 0
     rec = RECORDINGS / "torch--torch-float32.npz"

@@ -30,7 +30,9 @@ sys.path.insert(0, str(DATA))
 import record_keras  # noqa: E402  (the recorded cases, their shapes and keyword arguments)
 
 # Keras 3's torch backend converts tensors with np.array(x), which NumPy 2 flags; not ours to fix.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword"
+)
 
 TOLERANCE = {"float32": 2e-6, "float64": 1e-12}
 OTHER = {"legacy": "keras3", "keras3": "legacy"}
@@ -60,10 +62,15 @@ def replay(case: str, opt: str, dtype: str, schedule: str, *, wrap=lambda x: x):
     errors = np.empty(record_keras.STEPS)
     for t in range(record_keras.STEPS):
         opt_.apply_gradients(
-            [(None if np.isnan(g[t]).all() else g[t].astype(dtype), v) for g, v in zip(grads, variables)]
+            [
+                (None if np.isnan(g[t]).all() else g[t].astype(dtype), v)
+                for g, v in zip(grads, variables)
+            ]
         )
         errors[t] = max(
-            np.abs((v.data if isinstance(v, Parameter) else v) - rec[f"{opt}/{dtype}/theta/{i}"][t]).max()
+            np.abs(
+                (v.data if isinstance(v, Parameter) else v) - rec[f"{opt}/{dtype}/theta/{i}"][t]
+            ).max()
             for i, v in enumerate(variables)
         )
     return errors, opt_, variables
@@ -104,7 +111,9 @@ def test_matches_recording_at_every_step(case, opt, dtype):
         assert abs(nadam.weights[1][()] - rec[f"keras3/{dtype}/u_product"]) <= tol
         for i, v in enumerate(variables):
             for slot in ("m", "v"):
-                assert np.abs(nadam.get_slot(v, slot) - rec[f"keras3/{dtype}/{slot}/{i}"]).max() <= tol
+                assert (
+                    np.abs(nadam.get_slot(v, slot) - rec[f"keras3/{dtype}/{slot}/{i}"]).max() <= tol
+                )
 
 
 @pytest.mark.parametrize("case, opt, dtype", RECORDED)
@@ -125,7 +134,9 @@ def test_the_two_real_schedules_differ():
     rec = RECORDINGS["plain"]
     for dtype in ("float32", "float64"):
         final = max(
-            np.abs(rec[f"legacy/{dtype}/theta/{i}"][-1] - rec[f"keras3/{dtype}/theta/{i}"][-1]).max()
+            np.abs(
+                rec[f"legacy/{dtype}/theta/{i}"][-1] - rec[f"keras3/{dtype}/theta/{i}"][-1]
+            ).max()
             for i in range(len(record_keras.SHAPES))
         )
         assert 1e-3 < final < 1e-2
@@ -136,7 +147,9 @@ def test_the_two_real_schedules_differ():
 
 @pytest.fixture(scope="module")
 def tf_keras():
-    tf = pytest.importorskip("tensorflow", reason="tensorflow-cpu is not installed (crosscheck extra)")
+    tf = pytest.importorskip(
+        "tensorflow", reason="tensorflow-cpu is not installed (crosscheck extra)"
+    )
     tfk = pytest.importorskip("tf_keras", reason="tf-keras is not installed (crosscheck extra)")
     return tf, tfk
 
@@ -145,7 +158,9 @@ def tf_keras():
 def keras3():
     keras = pytest.importorskip("keras", reason="keras 3 is not installed (crosscheck extra)")
     if not keras.__version__.startswith("3") or keras.backend.backend() != "torch":
-        pytest.skip(f"needs Keras 3 on the torch backend, found keras {keras.__version__} on {keras.backend.backend()}")
+        pytest.skip(
+            f"needs Keras 3 on the torch backend, found keras {keras.__version__} on {keras.backend.backend()}"
+        )
     return keras
 
 
@@ -181,8 +196,15 @@ def max_error(a, b):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_live_legacy_with_clipvalue_then_clipnorm(tf_keras, dtype):
     tf, tfk = tf_keras
-    kwargs = dict(learning_rate=0.02, beta_1=0.8, beta_2=0.99, epsilon=1e-5, clipvalue=1.5, clipnorm=2.0,
-                  schedule_decay=0.05)
+    kwargs = dict(
+        learning_rate=0.02,
+        beta_1=0.8,
+        beta_2=0.99,
+        epsilon=1e-5,
+        clipvalue=1.5,
+        clipnorm=2.0,
+        schedule_decay=0.05,
+    )
     initial, grads = problem([(4,), (2, 3)], 60, [dtype] * 2, seed=1, scale=2.0)
     theirs, _ = run_tf(tf, tfk.optimizers.legacy.Nadam(**kwargs), initial, grads, 60)
     ours, _ = run_ours(Nadam(**kwargs), initial, grads, 60)
@@ -214,9 +236,14 @@ def test_live_legacy_minimize_with_grad_loss_and_callable_var_list(tf_keras):
     x = x0.copy()
     opt = Nadam(learning_rate=0.1)
     for _ in range(20):
-        opt_tf.minimize(lambda: tf.reduce_sum((var_tf - target) ** 2), lambda: [var_tf],
-                        grad_loss=tf.constant(3.0, tf.float64))
-        opt.minimize(lambda: (np.sum((x - target) ** 2), [2 * (x - target)]), lambda: [x], grad_loss=3.0)
+        opt_tf.minimize(
+            lambda: tf.reduce_sum((var_tf - target) ** 2),
+            lambda: [var_tf],
+            grad_loss=tf.constant(3.0, tf.float64),
+        )
+        opt.minimize(
+            lambda: (np.sum((x - target) ** 2), [2 * (x - target)]), lambda: [x], grad_loss=3.0
+        )
     assert opt.iterations == int(opt_tf.iterations.numpy()) == 20
     assert np.abs(x - var_tf.numpy()).max() <= 1e-12
 
@@ -227,14 +254,18 @@ def run_keras3_live(keras3, kwargs, initial, grads, steps, dtype):
     opt = keras3.optimizers.Nadam(**kwargs)
     theirs = []
     for t in range(steps):
-        opt.apply_gradients([(keras3.ops.convert_to_tensor(g[t]), v) for g, v in zip(grads, variables)])
+        opt.apply_gradients(
+            [(keras3.ops.convert_to_tensor(g[t]), v) for g, v in zip(grads, variables)]
+        )
         theirs.append([keras3.ops.convert_to_numpy(v.value).copy() for v in variables])
     return theirs
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_live_keras3_with_global_clipnorm_and_weight_decay(keras3, dtype):
-    kwargs = dict(learning_rate=0.005, beta_1=0.85, epsilon=1e-6, global_clipnorm=1.0, weight_decay=0.1)
+    kwargs = dict(
+        learning_rate=0.005, beta_1=0.85, epsilon=1e-6, global_clipnorm=1.0, weight_decay=0.1
+    )
     initial, grads = problem([(6,), (2, 2)], 60, [dtype] * 2, seed=3)
     theirs = run_keras3_live(keras3, kwargs, initial, grads, 60, dtype)
     ours, _ = run_ours(Nadam(**kwargs, schedule="keras3"), initial, grads, 60)
@@ -247,8 +278,10 @@ def test_live_random_settings_both_generations(tf_keras, keras3, seed):
     tf, tfk = tf_keras
     rng = np.random.default_rng([seed, 77])
     kwargs = dict(
-        learning_rate=float(10 ** rng.uniform(-4, -1.5)), beta_1=float(rng.uniform(0.5, 0.99)),
-        beta_2=float(rng.uniform(0.9, 0.9999)), epsilon=float(10 ** rng.uniform(-8, -4)),
+        learning_rate=float(10 ** rng.uniform(-4, -1.5)),
+        beta_1=float(rng.uniform(0.5, 0.99)),
+        beta_2=float(rng.uniform(0.9, 0.9999)),
+        epsilon=float(10 ** rng.uniform(-8, -4)),
     )
     clipper = ["clipnorm", "clipvalue", "global_clipnorm", None][seed]
     if clipper:
@@ -256,7 +289,9 @@ def test_live_random_settings_both_generations(tf_keras, keras3, seed):
     psi = float(10 ** rng.uniform(-3, -1))
     for dtype in ("float32", "float64"):
         initial, grads = problem([(5,), (2, 3)], 30, [dtype] * 2, seed=100 + seed, scale=2.0)
-        theirs, _ = run_tf(tf, tfk.optimizers.legacy.Nadam(**kwargs, schedule_decay=psi), initial, grads, 30)
+        theirs, _ = run_tf(
+            tf, tfk.optimizers.legacy.Nadam(**kwargs, schedule_decay=psi), initial, grads, 30
+        )
         ours, _ = run_ours(Nadam(**kwargs, schedule_decay=psi), initial, grads, 30)
         assert max_error(ours, theirs) <= TOLERANCE[dtype], (kwargs, psi, dtype)
 
@@ -311,16 +346,23 @@ def test_keras3_state_continues_here(keras3):
     variables = [keras3.Variable(x, dtype="float64") for x in initial]
     opt_k = keras3.optimizers.Nadam(learning_rate=0.01)
     for t in range(15):
-        opt_k.apply_gradients([(keras3.ops.convert_to_tensor(g[t]), v) for g, v in zip(grads, variables)])
+        opt_k.apply_gradients(
+            [(keras3.ops.convert_to_tensor(g[t]), v) for g, v in zip(grads, variables)]
+        )
     ours_vars = [keras3.ops.convert_to_numpy(v.value).copy() for v in variables]
     opt = Nadam(learning_rate=0.01, schedule="keras3")
     opt.build(ours_vars)
     # Keras 3 orders its variables differently; optimizer_v2's order here.
     state = lambda v: keras3.ops.convert_to_numpy(v.value)  # noqa: E731
-    opt.set_weights([state(opt_k.iterations), state(opt_k._u_product)]
-                    + [state(m) for m in opt_k._momentums] + [state(v) for v in opt_k._velocities])
+    opt.set_weights(
+        [state(opt_k.iterations), state(opt_k._u_product)]
+        + [state(m) for m in opt_k._momentums]
+        + [state(v) for v in opt_k._velocities]
+    )
     for t in range(15, 30):
-        opt_k.apply_gradients([(keras3.ops.convert_to_tensor(g[t]), v) for g, v in zip(grads, variables)])
+        opt_k.apply_gradients(
+            [(keras3.ops.convert_to_tensor(g[t]), v) for g, v in zip(grads, variables)]
+        )
         opt.apply_gradients([(g[t], v) for g, v in zip(grads, ours_vars)])
         for a, b in zip(ours_vars, variables):
             assert np.abs(a - state(b)).max() <= TOLERANCE["float64"]
@@ -331,8 +373,12 @@ def test_keras3_state_continues_here(keras3):
 
 def test_config_has_tf_keras_legacy_keys_and_values(tf_keras):
     _, tfk = tf_keras
-    for kwargs in ({}, {"clipnorm": 1.0, "clipvalue": 0.5}, {"global_clipnorm": 2.0, "learning_rate": 0.1},
-                   {"schedule_decay": 0.01, "beta_1": 0.8, "epsilon": 1e-6, "name": "opt"}):
+    for kwargs in (
+        {},
+        {"clipnorm": 1.0, "clipvalue": 0.5},
+        {"global_clipnorm": 2.0, "learning_rate": 0.1},
+        {"schedule_decay": 0.01, "beta_1": 0.8, "epsilon": 1e-6, "name": "opt"},
+    ):
         theirs = tfk.optimizers.legacy.Nadam(**kwargs).get_config()
         ours = Nadam(**kwargs).get_config()
         assert list(ours) == list(theirs)
@@ -348,13 +394,16 @@ def test_config_has_tf_keras_legacy_keys_and_values(tf_keras):
             assert back == {**ours, "decay": 0.004}
 
 
-@pytest.mark.parametrize("kwargs", [
-    {},
-    {"learning_rate": 0.05, "beta_1": 0.7, "beta_2": 0.95, "epsilon": 1e-5, "name": "n"},
-    {"decay": 0.02, "clipvalue": 1.0, "clipnorm": 3.0},
-    {"schedule": "keras3", "global_clipnorm": 1.0, "weight_decay": 0.01},
-    {"schedule": "keras3", "epsilon": 0.0},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"learning_rate": 0.05, "beta_1": 0.7, "beta_2": 0.95, "epsilon": 1e-5, "name": "n"},
+        {"decay": 0.02, "clipvalue": 1.0, "clipnorm": 3.0},
+        {"schedule": "keras3", "global_clipnorm": 1.0, "weight_decay": 0.01},
+        {"schedule": "keras3", "epsilon": 0.0},
+    ],
+)
 def test_config_round_trip(kwargs):
     opt = Nadam(**kwargs)
     config = opt.get_config()
@@ -410,10 +459,14 @@ def test_slots_weights_and_iterations():
     opt.apply_gradients([(np.full(3, 0.5), a), (None, b)])
     assert opt.iterations == 1
     assert [w.shape for w in opt.weights] == [(), (), (3,), (3,)]
-    assert opt.variables() == opt.weights or all(x is y for x, y in zip(opt.variables(), opt.weights))
+    assert opt.variables() == opt.weights or all(
+        x is y for x, y in zip(opt.variables(), opt.weights)
+    )
     # (1 − β1)·g and (1 − β2)·g², with β rounded to float32 as optimizer_v2 stores it
     np.testing.assert_allclose(opt.get_slot(a, "m"), (1 - float(np.float32(0.9))) * 0.5, rtol=1e-15)
-    np.testing.assert_allclose(opt.get_slot(a, "v"), (1 - float(np.float32(0.999))) * 0.25, rtol=1e-15)
+    np.testing.assert_allclose(
+        opt.get_slot(a, "v"), (1 - float(np.float32(0.999))) * 0.25, rtol=1e-15
+    )
     with pytest.raises(KeyError):
         opt.get_slot(b, "m")
     opt.apply_gradients([(np.full(3, 0.5), a), (np.ones((2, 2)), b)])
@@ -460,29 +513,35 @@ def test_unknown_keyword_is_a_type_error_naming_it():
         Nadam(use_ema=True)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"clipnorm": -1.0}, "clipnorm"),
-    ({"clipnorm": 1.0, "global_clipnorm": 1.0}, "global_clipnorm"),
-    ({"schedule": "keras3", "clipnorm": 1.0, "clipvalue": 1.0}, "Only one"),
-    ({"decay": 0.01, "schedule_decay": 0.02}, "same setting"),
-    ({"schedule": "keras4"}, "schedule"),
-    ({"beta_1": 1.0}, "beta"),
-    ({"learning_rate": -0.1}, "learning rate"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"clipnorm": -1.0}, "clipnorm"),
+        ({"clipnorm": 1.0, "global_clipnorm": 1.0}, "global_clipnorm"),
+        ({"schedule": "keras3", "clipnorm": 1.0, "clipvalue": 1.0}, "Only one"),
+        ({"decay": 0.01, "schedule_decay": 0.02}, "same setting"),
+        ({"schedule": "keras4"}, "schedule"),
+        ({"beta_1": 1.0}, "beta"),
+        ({"learning_rate": -0.1}, "learning rate"),
+    ],
+)
 def test_invalid_settings_are_value_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Nadam(**kwargs)
 
 
-@pytest.mark.parametrize("grads_and_vars", [
-    5,
-    [np.ones(3)],
-    [(np.ones(3),)],
-    [(np.ones(3), [1.0, 2.0, 3.0])],
-    [(np.ones(3), np.ones(3, dtype=np.int64))],
-    [(np.ones(3, np.float32), np.ones(3))],
-    [("abc", np.ones(3))],
-])
+@pytest.mark.parametrize(
+    "grads_and_vars",
+    [
+        5,
+        [np.ones(3)],
+        [(np.ones(3),)],
+        [(np.ones(3), [1.0, 2.0, 3.0])],
+        [(np.ones(3), np.ones(3, dtype=np.int64))],
+        [(np.ones(3, np.float32), np.ones(3))],
+        [("abc", np.ones(3))],
+    ],
+)
 def test_malformed_grads_and_vars_is_a_type_error(grads_and_vars):
     with pytest.raises(TypeError):
         Nadam().apply_gradients(grads_and_vars)

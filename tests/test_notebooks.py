@@ -38,8 +38,10 @@ def test_notebook_is_committed_without_outputs(path: Path):
     notebook = nbformat.read(path, as_version=4)
     nbformat.validate(notebook)
     stale = [
-        i for i, cell in enumerate(notebook.cells)
-        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count") is not None)
+        i
+        for i, cell in enumerate(notebook.cells)
+        if cell.cell_type == "code"
+        and (cell.get("outputs") or cell.get("execution_count") is not None)
     ]
     assert not stale, f"{path.name}: cells {stale} carry outputs; clear them before committing"
 
@@ -61,14 +63,17 @@ def test_notebook_runs_top_to_bottom(path: Path, monkeypatch):
     except nbclient.exceptions.CellExecutionError as error:
         pytest.fail(f"{path.name} failed in a cell:\n{error}", pytrace=False)
     errors = [
-        output for cell in notebook.cells if cell.cell_type == "code"
-        for output in cell.get("outputs", []) if output.get("output_type") == "error"
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "error"
     ]
     assert not errors, f"{path.name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
     # Every notebook draws at least one figure.
     assert any(
         "image/png" in output.get("data", {})
-        for cell in notebook.cells if cell.cell_type == "code"
+        for cell in notebook.cells
+        if cell.cell_type == "code"
         for output in cell.get("outputs", [])
     ), f"{path.name} drew no figure"
-

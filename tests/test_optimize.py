@@ -25,7 +25,6 @@ from nadam_ref import NAdam, Parameter
 from nadam_ref import optimize as nopt
 from nadam_ref.optimize import minimize
 
-
 # -- the test problems ----------------------------------------------------------------------
 
 CURVATURES = np.logspace(0, 4, 6)  # condition number 1e4
@@ -50,10 +49,12 @@ def beale(x):
 def beale_der(x):
     X, Y = x
     t1, t2, t3 = 1.5 - X + X * Y, 2.25 - X + X * Y**2, 2.625 - X + X * Y**3
-    return np.array([
-        2 * t1 * (Y - 1) + 2 * t2 * (Y**2 - 1) + 2 * t3 * (Y**3 - 1),
-        2 * t1 * X + 4 * t2 * X * Y + 6 * t3 * X * Y**2,
-    ])
+    return np.array(
+        [
+            2 * t1 * (Y - 1) + 2 * t2 * (Y**2 - 1) + 2 * t3 * (Y**3 - 1),
+            2 * t1 * X + 4 * t2 * X * Y + 6 * t3 * X * Y**2,
+        ]
+    )
 
 
 def with_gradient(fun, der):
@@ -63,14 +64,42 @@ def with_gradient(fun, der):
 
 # name: (fun, der, x0, minimizer, options, tolerance on max|x − x*|, iteration budget)
 PROBLEMS = {
-    "rosen-2d": (rosen, rosen_der, np.array([-1.2, 1.0]), np.ones(2),
-                 dict(lr=0.01, gtol=1e-3), 5e-3, 5_000),
-    "rosen-10d": (rosen, rosen_der, np.array([-1.2, 1.0] * 5), np.ones(10),
-                  dict(lr=0.01, gtol=1e-3), 5e-3, 8_000),
-    "quadratic": (quadratic, quadratic_der, np.zeros(6), CENTRE,
-                  dict(lr=0.1, gtol=1e-4), 1e-6, 500),
-    "beale": (beale, beale_der, np.array([1.0, 1.0]), np.array([3.0, 0.5]),
-              dict(lr=0.1, gtol=1e-4), 1e-3, 400),
+    "rosen-2d": (
+        rosen,
+        rosen_der,
+        np.array([-1.2, 1.0]),
+        np.ones(2),
+        dict(lr=0.01, gtol=1e-3),
+        5e-3,
+        5_000,
+    ),
+    "rosen-10d": (
+        rosen,
+        rosen_der,
+        np.array([-1.2, 1.0] * 5),
+        np.ones(10),
+        dict(lr=0.01, gtol=1e-3),
+        5e-3,
+        8_000,
+    ),
+    "quadratic": (
+        quadratic,
+        quadratic_der,
+        np.zeros(6),
+        CENTRE,
+        dict(lr=0.1, gtol=1e-4),
+        1e-6,
+        500,
+    ),
+    "beale": (
+        beale,
+        beale_der,
+        np.array([1.0, 1.0]),
+        np.array([3.0, 0.5]),
+        dict(lr=0.1, gtol=1e-4),
+        1e-3,
+        400,
+    ),
 }
 # (how jac is given, the form scipy.optimize.minimize can pass on); "3-point" reaches a
 # custom method only through the finite_diff_method option, since SciPy turns the string into None.
@@ -144,7 +173,9 @@ def test_reaches_known_minimum(problem, form, through_scipy):
     assert np.max(np.abs(res.x - minimizer)) <= tolerance
     assert res.fun == pytest.approx(fun(res.x), rel=0, abs=0)
     assert res.fun <= 1e-4
-    np.testing.assert_allclose(res.jac, der(res.x), rtol=1e-4, atol=1e-4 if form in ("callable", "True") else 1e-2)
+    np.testing.assert_allclose(
+        res.jac, der(res.x), rtol=1e-4, atol=1e-4 if form in ("callable", "True") else 1e-2
+    )
     assert np.max(np.abs(res.jac)) <= options["gtol"]
     np.testing.assert_array_equal(x0, x0_before)  # x0 is never modified
 
@@ -155,7 +186,11 @@ def test_finite_difference_forms_agree_with_their_definitions():
     x0 = np.array([-1.2, 1.0])
     for method, power in (("2-point", 1 / 2), ("3-point", 1 / 3)):
         res = minimize(rosen, x0, jac=method, maxiter=0, gtol=0)
-        h = np.finfo(float).eps ** power * np.where(x0 >= 0, 1.0, -1.0) * np.maximum(1.0, np.abs(x0))
+        h = (
+            np.finfo(float).eps ** power
+            * np.where(x0 >= 0, 1.0, -1.0)
+            * np.maximum(1.0, np.abs(x0))
+        )
         expected = []
         for i in range(2):
             e = np.zeros(2)
@@ -165,14 +200,18 @@ def test_finite_difference_forms_agree_with_their_definitions():
             else:
                 expected.append((rosen(x0 + e) - rosen(x0 - e)) / ((x0[i] + h[i]) - (x0[i] - h[i])))
         np.testing.assert_array_equal(res.jac, expected)
-        np.testing.assert_allclose(res.jac, rosen_der(x0), rtol=1e-6 if method == "2-point" else 1e-9)
+        np.testing.assert_allclose(
+            res.jac, rosen_der(x0), rtol=1e-6 if method == "2-point" else 1e-9
+        )
 
 
 def test_finite_diff_rel_step_sets_the_step():
     x0 = np.array([-1.2, 1.0])
     res = minimize(rosen, x0, jac="2-point", finite_diff_rel_step=1e-3, maxiter=0, gtol=0)
     h = 1e-3 * x0  # a given relative step is not widened to max(1, |x|)
-    expected = [(rosen(x0 + np.eye(2)[i] * h[i]) - rosen(x0)) / ((x0[i] + h[i]) - x0[i]) for i in range(2)]
+    expected = [
+        (rosen(x0 + np.eye(2)[i] * h[i]) - rosen(x0)) / ((x0[i] + h[i]) - x0[i]) for i in range(2)
+    ]
     np.testing.assert_array_equal(res.jac, expected)
 
 
@@ -180,7 +219,9 @@ def test_jac_string_through_scipy_becomes_two_point():
     """scipy.optimize.minimize hands a custom method jac=None for '3-point'; the
     documented way through is options={'finite_diff_method': '3-point'}."""
     x0 = np.array([-1.2, 1.0])
-    as_none = scipy.optimize.minimize(rosen, x0, method=minimize, jac="3-point", options={"maxiter": 3})
+    as_none = scipy.optimize.minimize(
+        rosen, x0, method=minimize, jac="3-point", options={"maxiter": 3}
+    )
     two = minimize(rosen, x0, jac="2-point", maxiter=3)
     three = scipy.optimize.minimize(
         rosen, x0, method=minimize, options={"maxiter": 3, "finite_diff_method": "3-point"}
@@ -204,8 +245,14 @@ def test_trajectory_equals_hand_stepped_nadam(through_scipy, dtype):
         return rosen_der(x).astype(dtype)
 
     seen = []
-    res = run(rosen, x0, der, through_scipy, {**options, "maxiter": 300, "gtol": 0},
-              callback=lambda intermediate_result: seen.append(intermediate_result.x))
+    res = run(
+        rosen,
+        x0,
+        der,
+        through_scipy,
+        {**options, "maxiter": 300, "gtol": 0},
+        callback=lambda intermediate_result: seen.append(intermediate_result.x),
+    )
     hand = hand_trajectory(der, x0, 300, **options)
     assert res.nit == len(seen) == 300 and res.status == 1 and not res.success
     assert res.x.dtype == np.dtype(dtype)
@@ -219,8 +266,16 @@ def test_trajectory_with_decoupled_decay_scalar_dtype_and_bounds_equals_hand_ste
     box = (np.array([-2.0, -1.0, -np.inf]), np.array([0.7, 0.45, 1.5]))
     options = dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True, scalar_dtype=np.float32)
     seen = []
-    minimize(rosen, x0, jac=rosen_der, bounds=Bounds(*box), maxiter=200, gtol=0,
-             callback=lambda xk: seen.append(xk), **options)
+    minimize(
+        rosen,
+        x0,
+        jac=rosen_der,
+        bounds=Bounds(*box),
+        maxiter=200,
+        gtol=0,
+        callback=lambda xk: seen.append(xk),
+        **options,
+    )
     hand = hand_trajectory(rosen_der, x0, 200, bounds=box, **options)
     assert all(np.array_equal(a, b) for a, b in zip(seen, hand)) and len(seen) == 200
 
@@ -231,8 +286,16 @@ def test_trajectory_matches_torch_nadam():
     torch = pytest.importorskip("torch", reason="torch is needed for the cross-check")
     x0 = np.array([-1.2, 1.0, 0.3])
     seen = []
-    minimize(rosen, x0, jac=rosen_der, lr=0.01, maxiter=200, gtol=0, scalar_dtype=np.float32,
-             callback=lambda xk: seen.append(xk))
+    minimize(
+        rosen,
+        x0,
+        jac=rosen_der,
+        lr=0.01,
+        maxiter=200,
+        gtol=0,
+        scalar_dtype=np.float32,
+        callback=lambda xk: seen.append(xk),
+    )
     theta = torch.tensor(x0, dtype=torch.float64)
     opt = torch.optim.NAdam([theta], lr=0.01, foreach=False)
     for k in range(200):
@@ -284,7 +347,9 @@ def test_evaluation_counts(form, through_scipy):
     if form == "True":
         both = Counted(f)
         f = both
-    res = run(f, np.array([1.0, 1.0]), jac, through_scipy, {"lr": 0.1, "maxiter": 30, "gtol": 0, **extra})
+    res = run(
+        f, np.array([1.0, 1.0]), jac, through_scipy, {"lr": 0.1, "maxiter": 30, "gtol": 0, **extra}
+    )
     assert res.nit == 30
     points = res.nit + 1  # x0 and each iterate
     if form == "callable":
@@ -305,8 +370,9 @@ def test_args_are_passed_to_fun_and_jac():
 
     res = minimize(fun, [0.0, 0.0], args=(3.0, 2.0), jac=jac, lr=0.1, gtol=1e-6)
     assert res.success and np.allclose(res.x, 2.0, atol=1e-6)
-    res = scipy.optimize.minimize(fun, [0.0, 0.0], args=(3.0, 2.0), method=minimize,
-                                  options={"lr": 0.1, "gtol": 1e-6})
+    res = scipy.optimize.minimize(
+        fun, [0.0, 0.0], args=(3.0, 2.0), method=minimize, options={"lr": 0.1, "gtol": 1e-6}
+    )
     assert res.success and np.allclose(res.x, 2.0, atol=1e-5)
 
 
@@ -327,24 +393,46 @@ def test_fun_may_keep_or_modify_the_x_it_receives():
 
 def test_tol_of_scipy_minimize_is_gtol_and_xtol_ftol_stop():
     x0 = np.array([-1.2, 1.0])
-    loose = scipy.optimize.minimize(rosen, x0, method=minimize, jac=rosen_der, tol=1.0, options={"lr": 0.01})
+    loose = scipy.optimize.minimize(
+        rosen, x0, method=minimize, jac=rosen_der, tol=1.0, options={"lr": 0.01}
+    )
     assert loose.success and np.max(np.abs(rosen_der(loose.x))) <= 1.0
     assert np.max(np.abs(rosen_der(loose.x))) > 1e-3  # stopped early: tol was used
     seen = []
-    res = minimize(rosen, x0, jac=rosen_der, lr=0.01, gtol=0, xtol=1e-4, callback=lambda xk: seen.append(xk))
+    res = minimize(
+        rosen, x0, jac=rosen_der, lr=0.01, gtol=0, xtol=1e-4, callback=lambda xk: seen.append(xk)
+    )
     assert res.success and "xtol" in res.message
-    assert np.max(np.abs(seen[-1] - seen[-2])) <= 1e-4 < min(np.max(np.abs(a - b)) for a, b in zip(seen[1:-1], seen[:-2]))
+    assert (
+        np.max(np.abs(seen[-1] - seen[-2]))
+        <= 1e-4
+        < min(np.max(np.abs(a - b)) for a, b in zip(seen[1:-1], seen[:-2]))
+    )
     fs = []
-    res = minimize(rosen, x0, jac=rosen_der, lr=0.01, gtol=0, ftol=1e-9,
-                   callback=lambda intermediate_result: fs.append(intermediate_result.fun))
+    res = minimize(
+        rosen,
+        x0,
+        jac=rosen_der,
+        lr=0.01,
+        gtol=0,
+        ftol=1e-9,
+        callback=lambda intermediate_result: fs.append(intermediate_result.fun),
+    )
     assert res.success and "ftol" in res.message
     assert abs(fs[-1] - fs[-2]) <= 1e-9 * max(1, abs(fs[-1]), abs(fs[-2]))
 
 
 def test_l2_weight_decay_minimizes_the_regularized_objective():
     """½(x − 3)² + ½λx² with λ = 1 is smallest at x = 3/2; gtol judges its gradient."""
-    res = minimize(lambda x: 0.5 * float((x[0] - 3) ** 2), [0.0], jac=lambda x: x - 3,
-                   lr=0.05, weight_decay=1.0, gtol=1e-7, maxiter=3000)
+    res = minimize(
+        lambda x: 0.5 * float((x[0] - 3) ** 2),
+        [0.0],
+        jac=lambda x: x - 3,
+        lr=0.05,
+        weight_decay=1.0,
+        gtol=1e-7,
+        maxiter=3000,
+    )
     assert res.success and abs(res.x[0] - 1.5) <= 1e-6
     assert res.jac[0] == pytest.approx(-1.5, abs=1e-6)  # jac stays ∇f
 
@@ -371,8 +459,14 @@ def test_modern_callback_receives_intermediate_result(through_scipy):
     def callback(intermediate_result):
         results.append(intermediate_result)
 
-    res = run(beale, np.array([1.0, 1.0]), beale_der, through_scipy, {"lr": 0.1, "maxiter": 10, "gtol": 0},
-              callback=callback)
+    res = run(
+        beale,
+        np.array([1.0, 1.0]),
+        beale_der,
+        through_scipy,
+        {"lr": 0.1, "maxiter": 10, "gtol": 0},
+        callback=callback,
+    )
     hand = hand_trajectory(beale_der, np.array([1.0, 1.0]), 10, lr=0.1)
     assert [r.nit for r in results] == list(range(1, 11))
     for r, x in zip(results, hand):
@@ -391,13 +485,27 @@ def test_legacy_callback_receives_copies_of_xk(through_scipy):
         received.append(xk)
         xk[...] = 123.0  # a copy: the run goes on undisturbed
 
-    run(beale, np.array([1.0, 1.0]), beale_der, through_scipy, {"lr": 0.1, "maxiter": 4, "gtol": 0},
-        callback=callback)
+    run(
+        beale,
+        np.array([1.0, 1.0]),
+        beale_der,
+        through_scipy,
+        {"lr": 0.1, "maxiter": 4, "gtol": 0},
+        callback=callback,
+    )
     assert len(received) == 4 and all(np.all(x == 123.0) for x in received)
     seen = []
-    res = run(beale, np.array([1.0, 1.0]), beale_der, through_scipy, {"lr": 0.1, "maxiter": 4, "gtol": 0},
-              callback=seen.append)  # a builtin method: the legacy form
-    np.testing.assert_array_equal(res.x, hand_trajectory(beale_der, np.array([1.0, 1.0]), 4, lr=0.1)[-1])
+    res = run(
+        beale,
+        np.array([1.0, 1.0]),
+        beale_der,
+        through_scipy,
+        {"lr": 0.1, "maxiter": 4, "gtol": 0},
+        callback=seen.append,
+    )  # a builtin method: the legacy form
+    np.testing.assert_array_equal(
+        res.x, hand_trajectory(beale_der, np.array([1.0, 1.0]), 4, lr=0.1)[-1]
+    )
     assert len(seen) == 4
 
 
@@ -411,11 +519,14 @@ def stopping_callback(modern, after):
             raise StopIteration
 
     if modern:
+
         def callback(intermediate_result):
             stop(intermediate_result.x)
     else:
+
         def callback(xk):
             stop(xk)
+
     return callback, calls
 
 
@@ -423,12 +534,18 @@ def stopping_callback(modern, after):
 @pytest.mark.parametrize("through_scipy", [False, True])
 def test_stop_iteration_ends_the_run_with_status_99(modern, through_scipy):
     callback, calls = stopping_callback(modern, 5)
-    res = run(rosen, np.array([-1.2, 1.0]), rosen_der, through_scipy, {"lr": 0.01}, callback=callback)
-    assert res.status == 99 and not res.success and res.message == "`callback` raised `StopIteration`."
+    res = run(
+        rosen, np.array([-1.2, 1.0]), rosen_der, through_scipy, {"lr": 0.01}, callback=callback
+    )
+    assert (
+        res.status == 99 and not res.success and res.message == "`callback` raised `StopIteration`."
+    )
     assert res.nit == 5 and np.array_equal(res.x, calls[-1]) and res.fun == rosen(calls[-1])
     # the status and message SciPy itself gives, with one of its own methods
     callback, _ = stopping_callback(modern, 5)
-    own = scipy.optimize.minimize(rosen, [-1.2, 1.0], method="BFGS", jac=rosen_der, callback=callback)
+    own = scipy.optimize.minimize(
+        rosen, [-1.2, 1.0], method="BFGS", jac=rosen_der, callback=callback
+    )
     assert (own.status, own.message, own.nit) == (res.status, res.message, res.nit)
 
 
@@ -443,18 +560,34 @@ def test_other_callback_errors_propagate():
 # -- bounds ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("form, through_scipy, bounds_form", [
-    ("callable", False, "Bounds"), ("callable", True, "pairs"),
-    ("2-point", False, "pairs"), ("2-point", True, "Bounds"),
-])
+@pytest.mark.parametrize(
+    "form, through_scipy, bounds_form",
+    [
+        ("callable", False, "Bounds"),
+        ("callable", True, "pairs"),
+        ("2-point", False, "pairs"),
+        ("2-point", True, "Bounds"),
+    ],
+)
 def test_bounds_by_projection(form, through_scipy, bounds_form):
     """Rosenbrock with x_0 ≤ 0.8: the minimum is on the bound, at (0.8, 0.64), f = 0.04."""
     fun = Counted(rosen)
     f, jac, extra = jac_arguments(form, fun, rosen_der, through_scipy)
-    bounds = Bounds([-2.0, -np.inf], [0.8, np.inf]) if bounds_form == "Bounds" else [(-2.0, 0.8), (None, None)]
+    bounds = (
+        Bounds([-2.0, -np.inf], [0.8, np.inf])
+        if bounds_form == "Bounds"
+        else [(-2.0, 0.8), (None, None)]
+    )
     seen = []
-    res = run(f, np.array([-1.2, 1.0]), jac, through_scipy, {"lr": 0.01, "gtol": 1e-4, "maxiter": 5000, **extra},
-              bounds=bounds, callback=lambda xk: seen.append(xk))
+    res = run(
+        f,
+        np.array([-1.2, 1.0]),
+        jac,
+        through_scipy,
+        {"lr": 0.01, "gtol": 1e-4, "maxiter": 5000, **extra},
+        bounds=bounds,
+        callback=lambda xk: seen.append(xk),
+    )
     assert res.success, res.message
     np.testing.assert_allclose(res.x, [0.8, 0.64], atol=1e-4)
     assert res.fun == pytest.approx(0.04, abs=1e-6)
@@ -470,8 +603,15 @@ def test_x0_outside_bounds_is_projected_and_float32_bounds_round_inwards():
     res = minimize(rosen, [5.0, 1.0], jac=rosen_der, bounds=[(0.0, 0.8), (0.0, 0.7)], maxiter=0)
     np.testing.assert_array_equal(res.x, [0.8, 0.7])
     x0 = np.array([0.0, 0.0], dtype=np.float32)
-    res = minimize(lambda x: -float(np.sum(x)), x0, jac=lambda x: -np.ones(2), lr=0.1, maxiter=100,
-                   bounds=[(-1, 0.1), (-1, 0.3)], callback=lambda xk: seen.append(xk))
+    res = minimize(
+        lambda x: -float(np.sum(x)),
+        x0,
+        jac=lambda x: -np.ones(2),
+        lr=0.1,
+        maxiter=100,
+        bounds=[(-1, 0.1), (-1, 0.3)],
+        callback=lambda xk: seen.append(xk),
+    )
     assert res.x.dtype == np.float32
     # the float32 values nearest to 0.1 and 0.3 that do not exceed them
     assert float(res.x[0]) <= 0.1 < float(np.nextafter(res.x[0], np.float32(1)))
@@ -504,9 +644,18 @@ def test_non_finite_objective_returns_last_finite_x(bad, through_scipy):
 def test_non_finite_objective_at_x0_and_non_finite_gradient():
     res = minimize(lambda x: math.nan, [1.0], jac=lambda x: x)
     assert not res.success and res.status == 3 and res.nit == 0 and "x0" in res.message
-    res = minimize(lambda x: float(x[0] ** 2), [1.0, 1.0], lr=0.1,
-                   jac=lambda x: np.array([2 * x[0], math.nan if x[0] < 0.8 else 0.0]))
-    assert not res.success and res.status == 3 and "gradient" in res.message and "iteration" in res.message
+    res = minimize(
+        lambda x: float(x[0] ** 2),
+        [1.0, 1.0],
+        lr=0.1,
+        jac=lambda x: np.array([2 * x[0], math.nan if x[0] < 0.8 else 0.0]),
+    )
+    assert (
+        not res.success
+        and res.status == 3
+        and "gradient" in res.message
+        and "iteration" in res.message
+    )
     assert res.nit >= 1
 
 
@@ -521,8 +670,13 @@ BAD_X0 = [
     ([[1.0], [2.0, 3.0]], ValueError, "1-D array of real numbers"),
     (["a", "b"], TypeError, "real numbers"),
     ([1 + 2j], TypeError, "complex"),
-    (np.zeros(2, dtype=np.longdouble) if np.dtype(np.longdouble).itemsize > 8 else np.array([None]),
-     TypeError, "float32 or float64|real numbers"),
+    (
+        np.zeros(2, dtype=np.longdouble)
+        if np.dtype(np.longdouble).itemsize > 8
+        else np.array([None]),
+        TypeError,
+        "float32 or float64|real numbers",
+    ),
 ]
 
 
@@ -533,7 +687,9 @@ def test_bad_x0(x0, error, match):
 
 
 def test_scalar_and_integer_x0_are_accepted():
-    res = minimize(lambda x: float((x[0] - 3) ** 2), 0, jac=lambda x: 2 * (x - 3), lr=0.1, gtol=1e-6)
+    res = minimize(
+        lambda x: float((x[0] - 3) ** 2), 0, jac=lambda x: 2 * (x - 3), lr=0.1, gtol=1e-6
+    )
     assert res.x.shape == (1,) and res.x.dtype == np.float64 and abs(res.x[0] - 3) < 1e-5
 
 
@@ -541,20 +697,33 @@ def fun_returning(value):
     return lambda x: value
 
 
-@pytest.mark.parametrize("fun, jac, error, match", [
-    (fun_returning(np.zeros(2)), rosen_der, ValueError, r"fun must return a scalar.*\(2,\)"),
-    (fun_returning(None), rosen_der, TypeError, "fun must return a real number"),
-    (fun_returning("1.0"), rosen_der, TypeError, "fun must return a real number"),
-    (fun_returning(1j), rosen_der, TypeError, "fun must return a real number"),
-    (rosen, lambda x: np.zeros(3), ValueError, r"jac must return an array of x0's shape \(2,\), got shape \(3,\)"),
-    (rosen, lambda x: np.zeros((2, 1)), ValueError, r"shape \(2, 1\)"),
-    (rosen, lambda x: None, TypeError, "jac must return real numbers"),
-    (rosen, True, TypeError, "with jac=True, fun must return a pair"),
-    (lambda x: (rosen(x), np.zeros(5)), True, ValueError, r"x0's shape \(2,\), got shape \(5,\)"),
-    (rosen, "4-point", ValueError, "jac must be a callable, True, None"),
-    (rosen, 3, TypeError, "jac must be a callable"),
-    ("rosen", rosen_der, TypeError, "fun must be callable"),
-])
+@pytest.mark.parametrize(
+    "fun, jac, error, match",
+    [
+        (fun_returning(np.zeros(2)), rosen_der, ValueError, r"fun must return a scalar.*\(2,\)"),
+        (fun_returning(None), rosen_der, TypeError, "fun must return a real number"),
+        (fun_returning("1.0"), rosen_der, TypeError, "fun must return a real number"),
+        (fun_returning(1j), rosen_der, TypeError, "fun must return a real number"),
+        (
+            rosen,
+            lambda x: np.zeros(3),
+            ValueError,
+            r"jac must return an array of x0's shape \(2,\), got shape \(3,\)",
+        ),
+        (rosen, lambda x: np.zeros((2, 1)), ValueError, r"shape \(2, 1\)"),
+        (rosen, lambda x: None, TypeError, "jac must return real numbers"),
+        (rosen, True, TypeError, "with jac=True, fun must return a pair"),
+        (
+            lambda x: (rosen(x), np.zeros(5)),
+            True,
+            ValueError,
+            r"x0's shape \(2,\), got shape \(5,\)",
+        ),
+        (rosen, "4-point", ValueError, "jac must be a callable, True, None"),
+        (rosen, 3, TypeError, "jac must be a callable"),
+        ("rosen", rosen_der, TypeError, "fun must be callable"),
+    ],
+)
 def test_bad_fun_and_jac(fun, jac, error, match):
     with pytest.raises(error, match=match):
         minimize(fun, [0.5, 0.5], jac=jac, maxiter=2)
@@ -565,34 +734,53 @@ def test_size_one_array_objective_is_accepted_as_scipy_does():
     assert isinstance(res.fun, float)
 
 
-@pytest.mark.parametrize("options, error, match", [
-    (dict(lr=-1.0), ValueError, "Invalid learning rate"),
-    (dict(betas=(0.9, 1.0)), ValueError, "Invalid beta parameter at index 1"),
-    (dict(eps=-1e-8), ValueError, "Invalid epsilon"),
-    (dict(maxiter=-1), ValueError, "maxiter must be a whole number"),
-    (dict(maxiter=2.5), ValueError, "maxiter must be a whole number"),
-    (dict(gtol=-1.0), ValueError, "gtol must be a real number"),
-    (dict(ftol=math.nan), ValueError, "ftol must be a real number"),
-    (dict(xtol="1e-3"), ValueError, "xtol must be a real number"),
-    (dict(disp=-2), ValueError, "disp must be"),
-    (dict(progress="yes"), ValueError, "progress must be"),
-    (dict(backend="fortran"), ValueError, "unknown backend 'fortran'"),
-    (dict(finite_diff_method="5-point"), ValueError, "finite_diff_method must be one of"),
-    (dict(jac=None, finite_diff_rel_step=-1e-6), ValueError, "finite_diff_rel_step must be"),
-    (dict(jac=None, finite_diff_rel_step=[1e-6] * 3), ValueError, "finite_diff_rel_step must be"),
-    (dict(jac="2-point", finite_diff_method="3-point"), ValueError, "disagree"),
-    (dict(lrr=0.1), TypeError, r"unknown options \['lrr'\]"),
-    (dict(hess=lambda x: np.eye(2)), ValueError, "uses no Hessian"),
-    (dict(hessp=lambda x, p: p), ValueError, "uses no Hessian"),
-    (dict(constraints={"type": "eq", "fun": lambda x: x[0]}), ValueError, "cannot handle constraints"),
-    (dict(constraints=[scipy.optimize.LinearConstraint([[1, 1]], 0, 1)]), ValueError, "cannot handle constraints"),
-    (dict(bounds=[(0, 1)]), ValueError, "bounds has 1 .* pairs, but x0 has 2"),
-    (dict(bounds=[(0, 1), (2, 1)]), ValueError, "lower bound 2.0 exceeds upper bound 1.0 at index 1"),
-    (dict(bounds=[(0, 1), (0, 1, 2)]), ValueError, r"bounds\[1\] must be a \(min, max\) pair"),
-    (dict(bounds=Bounds([0, 0, 0], [1, 1, 1])), ValueError, "bounds.lb and bounds.ub"),
-    (dict(bounds=Bounds([math.nan, 0], [1, 1])), ValueError, "NaN"),
-    (dict(bounds=3), TypeError, "bounds must be"),
-])
+@pytest.mark.parametrize(
+    "options, error, match",
+    [
+        (dict(lr=-1.0), ValueError, "Invalid learning rate"),
+        (dict(betas=(0.9, 1.0)), ValueError, "Invalid beta parameter at index 1"),
+        (dict(eps=-1e-8), ValueError, "Invalid epsilon"),
+        (dict(maxiter=-1), ValueError, "maxiter must be a whole number"),
+        (dict(maxiter=2.5), ValueError, "maxiter must be a whole number"),
+        (dict(gtol=-1.0), ValueError, "gtol must be a real number"),
+        (dict(ftol=math.nan), ValueError, "ftol must be a real number"),
+        (dict(xtol="1e-3"), ValueError, "xtol must be a real number"),
+        (dict(disp=-2), ValueError, "disp must be"),
+        (dict(progress="yes"), ValueError, "progress must be"),
+        (dict(backend="fortran"), ValueError, "unknown backend 'fortran'"),
+        (dict(finite_diff_method="5-point"), ValueError, "finite_diff_method must be one of"),
+        (dict(jac=None, finite_diff_rel_step=-1e-6), ValueError, "finite_diff_rel_step must be"),
+        (
+            dict(jac=None, finite_diff_rel_step=[1e-6] * 3),
+            ValueError,
+            "finite_diff_rel_step must be",
+        ),
+        (dict(jac="2-point", finite_diff_method="3-point"), ValueError, "disagree"),
+        (dict(lrr=0.1), TypeError, r"unknown options \['lrr'\]"),
+        (dict(hess=lambda x: np.eye(2)), ValueError, "uses no Hessian"),
+        (dict(hessp=lambda x, p: p), ValueError, "uses no Hessian"),
+        (
+            dict(constraints={"type": "eq", "fun": lambda x: x[0]}),
+            ValueError,
+            "cannot handle constraints",
+        ),
+        (
+            dict(constraints=[scipy.optimize.LinearConstraint([[1, 1]], 0, 1)]),
+            ValueError,
+            "cannot handle constraints",
+        ),
+        (dict(bounds=[(0, 1)]), ValueError, "bounds has 1 .* pairs, but x0 has 2"),
+        (
+            dict(bounds=[(0, 1), (2, 1)]),
+            ValueError,
+            "lower bound 2.0 exceeds upper bound 1.0 at index 1",
+        ),
+        (dict(bounds=[(0, 1), (0, 1, 2)]), ValueError, r"bounds\[1\] must be a \(min, max\) pair"),
+        (dict(bounds=Bounds([0, 0, 0], [1, 1, 1])), ValueError, "bounds.lb and bounds.ub"),
+        (dict(bounds=Bounds([math.nan, 0], [1, 1])), ValueError, "NaN"),
+        (dict(bounds=3), TypeError, "bounds must be"),
+    ],
+)
 def test_bad_options_fail_before_fun_is_called(options, error, match):
     fun = Counted(rosen)
     with pytest.raises(error, match=match):
@@ -602,11 +790,13 @@ def test_bad_options_fail_before_fun_is_called(options, error, match):
 
 def test_bad_options_through_scipy():
     with pytest.raises(ValueError, match="cannot handle constraints"):
-        scipy.optimize.minimize(rosen, [0.5, 0.5], method=minimize,
-                                constraints={"type": "ineq", "fun": lambda x: x[0]})
+        scipy.optimize.minimize(
+            rosen, [0.5, 0.5], method=minimize, constraints={"type": "ineq", "fun": lambda x: x[0]}
+        )
     with pytest.raises(ValueError, match="uses no Hessian"):
-        scipy.optimize.minimize(rosen, [0.5, 0.5], method=minimize, jac=rosen_der,
-                                hess=scipy.optimize.rosen_hess)
+        scipy.optimize.minimize(
+            rosen, [0.5, 0.5], method=minimize, jac=rosen_der, hess=scipy.optimize.rosen_hess
+        )
     with pytest.raises(TypeError, match="unknown options"):
         scipy.optimize.minimize(rosen, [0.5, 0.5], method=minimize, options={"learning_rate": 0.1})
 
@@ -630,7 +820,11 @@ def test_disp_prints_progress_lines_and_a_summary(capsys):
     assert [int(r[0]) for r in rows] == [0, 10, 20, 30, 40, 50]
     assert float(rows[-1][1]) == pytest.approx(res.fun, rel=1e-8)
     assert "Maximum number of iterations has been exceeded." in out
-    assert "Iterations: 50" in out and "Function evaluations: 51" in out and "Gradient evaluations: 51" in out
+    assert (
+        "Iterations: 50" in out
+        and "Function evaluations: 51" in out
+        and "Gradient evaluations: 51" in out
+    )
     assert "\r" not in out  # no bar when the output is not a terminal or a notebook
     minimize(beale, [1.0, 1.0], jac=beale_der, lr=0.1, maxiter=50)
     assert capsys.readouterr().out == ""
@@ -638,7 +832,11 @@ def test_disp_prints_progress_lines_and_a_summary(capsys):
 
 def test_disp_true_prints_about_ten_lines(capsys):
     minimize(beale, [1.0, 1.0], jac=beale_der, lr=0.1, maxiter=100, gtol=0, disp=True)
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.split() and line.split()[0].isdigit()]
+    rows = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.split() and line.split()[0].isdigit()
+    ]
     assert len(rows) == 11
 
 
@@ -678,8 +876,13 @@ def test_bar_shows_only_in_terminals_and_notebooks():
 
 def demo(*argv):
     env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
-    return subprocess.run([sys.executable, "-m", "nadam_ref", "demo", *argv],
-                          capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "nadam_ref", "demo", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
 
 
 def test_demo_command_minimizes_rosenbrock():
@@ -705,11 +908,20 @@ def test_demo_failure_and_bad_arguments(capsys):
 
 def test_demo_command_reports_an_unusable_backend():
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, "-m", "nadam_ref", "demo", "--backend", "cuda"],
-                          capture_output=True, text=True, timeout=120, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "nadam_ref", "demo", "--backend", "cuda"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     if done.returncode == 0:
         pytest.skip("a CUDA GPU is usable here")
-    assert done.returncode == 2 and done.stderr.startswith("nadam-ref demo: ") and "Traceback" not in done.stderr
+    assert (
+        done.returncode == 2
+        and done.stderr.startswith("nadam-ref demo: ")
+        and "Traceback" not in done.stderr
+    )
 
 
 def test_demo_main_in_process(capsys):

@@ -52,8 +52,14 @@ def test_plain_arrays_are_wrapped():
 
 @pytest.mark.parametrize(
     "bad",
-    [np.arange(3), np.array([True, False]), np.arange(3, dtype=np.uint8),
-     np.ones(2, dtype=np.float16), np.ones(2, dtype=np.longdouble), np.ones(2, dtype=np.clongdouble)],
+    [
+        np.arange(3),
+        np.array([True, False]),
+        np.arange(3, dtype=np.uint8),
+        np.ones(2, dtype=np.float16),
+        np.ones(2, dtype=np.longdouble),
+        np.ones(2, dtype=np.clongdouble),
+    ],
 )
 def test_only_float32_float64_and_their_complex_types_are_accepted(bad):
     with pytest.raises(TypeError, match="dtype"):
@@ -161,7 +167,9 @@ def test_lr_zero_leaves_theta_but_moves_the_moments():
     opt.step()
     assert np.array_equal(x, after_one)
     # m_2 = β1·(1−β1)·g_1 + (1−β1)·g_2, by hand
-    np.testing.assert_allclose(opt.state[p]["exp_avg"], [0.9 * 0.1 + 0.1 * 2, 0.9 * -0.1 + 0.1 * 2], atol=1e-16)
+    np.testing.assert_allclose(
+        opt.state[p]["exp_avg"], [0.9 * 0.1 + 0.1 * 2, 0.9 * -0.1 + 0.1 * 2], atol=1e-16
+    )
     assert opt.state[p]["step"] == 2
 
 
@@ -288,6 +296,8 @@ def test_read_only_parameter_is_rejected():
 def test_functional_core_is_exported():
     x, g = np.array([1.0]), np.array([2.0])
     m, v = np.zeros(1), np.zeros(1)
-    steps, prods = nadam_ref.nadam([x], [g], [m], [v], [0.0], [1.0], lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8)
+    steps, prods = nadam_ref.nadam(
+        [x], [g], [m], [v], [0.0], [1.0], lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8
+    )
     assert steps == [1.0]
     np.testing.assert_allclose(x, [first_step_by_hand(1.0, 2.0, lr=0.1)], atol=1e-15)

@@ -13,10 +13,10 @@ import pathlib
 
 import numpy as np
 import pytest
+from torch_cases import CASES, STEPS, has_grad, param_groups, run_torch
 
 import nadam_ref
 from nadam_ref.torch_interop import from_torch_state_dict, to_torch_state_dict
-from torch_cases import CASES, STEPS, has_grad, param_groups, run_torch
 
 DATA = pathlib.Path(__file__).parent / "data" / "torch"
 TOLERANCE = {"float32": 2e-6, "float64": 1e-14}
@@ -102,7 +102,11 @@ def formula_trajectory(case, params0, grads):
         psi = opts.get("momentum_decay", 4e-3)
         decoupled, maximize = opts.get("decoupled_weight_decay", False), opts.get("maximize", False)
         # complex numbers are pairs of reals
-        theta = [float(c) for z in np.ravel(x0) for c in ((z.real, z.imag) if np.iscomplexobj(x0) else (z,))]
+        theta = [
+            float(c)
+            for z in np.ravel(x0)
+            for c in ((z.real, z.imag) if np.iscomplexobj(x0) else (z,))
+        ]
         m, v = [0.0] * len(theta), [0.0] * len(theta)
         t, prod = 0, 1.0
         out = []
@@ -112,7 +116,11 @@ def formula_trajectory(case, params0, grads):
                 mu = b1 * (1 - 0.5 * 0.96 ** (t * psi))
                 mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
                 prod *= mu
-                grad = [float(c) for z in np.ravel(g_row) for c in ((z.real, z.imag) if np.iscomplexobj(g_row) else (z,))]
+                grad = [
+                    float(c)
+                    for z in np.ravel(g_row)
+                    for c in ((z.real, z.imag) if np.iscomplexobj(g_row) else (z,))
+                ]
                 for i, g in enumerate(grad):
                     g = -g if maximize else g
                     if decoupled:
@@ -148,8 +156,13 @@ def test_torch_state_continues_here(case, dtype):
     full, state = run_torch(case, dtype, steps=400, state_at=200)
     at_200 = [np.array(traj[199]) for traj in full]
     ours, _ = run_nadam_ref(
-        case, at_200, grads, steps=200, first=200,
-        state=from_torch_state_dict(state), scalar_dtype=np.float32,
+        case,
+        at_200,
+        grads,
+        steps=200,
+        first=200,
+        state=from_torch_state_dict(state),
+        scalar_dtype=np.float32,
     )
     step, err = worst_step(ours, [traj[200:] for traj in full])
     assert err <= TOLERANCE[dtype], f"{err:.3g} after handing over, at step {200 + step}"
@@ -170,7 +183,9 @@ def test_nadam_ref_state_continues_in_torch(case, dtype):
         for p, g in zip(tensors, grads):
             p.grad = torch.tensor(g[t]) if has_grad(g[t]) else None
         topt.step()
-        errs.append(max(float(np.abs(p.detach().numpy() - traj[t]).max()) for p, traj in zip(tensors, full)))
+        errs.append(
+            max(float(np.abs(p.detach().numpy() - traj[t]).max()) for p, traj in zip(tensors, full))
+        )
     assert max(errs) <= TOLERANCE[dtype], f"{max(errs):.3g} after handing over to torch"
 
 
@@ -182,7 +197,13 @@ def test_resume_from_state_dict_is_bit_identical(case, scalar_dtype):
     head, opt = run_nadam_ref(case, params0, grads, steps=25, scalar_dtype=scalar_dtype)
     state = opt.state_dict()
     tail, _ = run_nadam_ref(
-        case, [traj[-1] for traj in head], grads, steps=35, first=25, state=state, scalar_dtype=scalar_dtype
+        case,
+        [traj[-1] for traj in head],
+        grads,
+        steps=35,
+        first=25,
+        state=state,
+        scalar_dtype=scalar_dtype,
     )
     for a, b in zip(full, tail):
         assert np.array_equal(a[25:], b)

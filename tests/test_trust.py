@@ -23,7 +23,6 @@ from nadam_ref import NAdam, Parameter, functional
 from nadam_ref.functional import BACKENDS, NonFiniteError
 from nadam_ref.schedule import StepScalars, advance, coefficients
 
-
 # -- backends --------------------------------------------------------------------------------
 
 
@@ -33,7 +32,11 @@ def _backend_params():
         try:
             functional.get_backend(name)
         except Exception as e:  # a backend still being written, or no GPU/simulator
-            out.append(pytest.param(name, marks=pytest.mark.skip(reason=f"backend {name!r} does not import: {e!r}")))
+            out.append(
+                pytest.param(
+                    name, marks=pytest.mark.skip(reason=f"backend {name!r} does not import: {e!r}")
+                )
+            )
         else:
             out.append(name)
     return out
@@ -68,13 +71,18 @@ def snapshot(opt: NAdam) -> dict:
         "params": [bits(to_host(opt.backend, p.data)) for p in params],
         "state": {
             params.index(p): {
-                k: bits(to_host(opt.backend, v) if k in ("exp_avg", "exp_avg_sq") else np.asarray(v))
+                k: bits(
+                    to_host(opt.backend, v) if k in ("exp_avg", "exp_avg_sq") else np.asarray(v)
+                )
                 for k, v in s.items()
             }
             for p, s in opt.state.items()
         },
         "groups": [
-            (copy.deepcopy({k: v for k, v in g.items() if k != "params"}), [id(p) for p in g["params"]])
+            (
+                copy.deepcopy({k: v for k, v in g.items() if k != "params"}),
+                [id(p) for p in g["params"]],
+            )
             for g in opt.param_groups
         ],
     }
@@ -93,7 +101,8 @@ def make_problem(backend: str, seed: int = 0, **options):
     params = [Parameter(on_backend(backend, h)) for h in hosts]
     opt = NAdam(
         [{"params": params[:2]}, {"params": params[2:], "lr": 1e-2, "weight_decay": 0.1}],
-        backend=backend, **options,
+        backend=backend,
+        **options,
     )
     grads = lambda: [rng.standard_normal(h.shape).astype(h.dtype) for h in hosts]  # noqa: E731
     for _ in range(2):
@@ -114,7 +123,9 @@ def test_check_finite_names_parameter_and_first_bad_index():
     bad = params[2].grad
     bad[1, 1] = np.inf
     bad[1, 0] = np.nan  # first in C order: (1, 0)
-    with pytest.raises(NonFiniteError, match=r"gradient of param_groups\[1\]\['params'\]\[0\].*index \(1, 0\): nan"):
+    with pytest.raises(
+        NonFiniteError, match=r"gradient of param_groups\[1\]\['params'\]\[0\].*index \(1, 0\): nan"
+    ):
         opt.step()
     assert snapshot(opt) == before
     assert isinstance(NonFiniteError("x"), ValueError)
@@ -141,8 +152,20 @@ def test_check_finite_in_functional_core_complex():
     g[0, 2] = complex(1, np.nan)
     m, v = np.zeros_like(p), np.zeros_like(p)
     with pytest.raises(NonFiniteError, match=r"gradient of w is not finite at index \(0, 2\)"):
-        functional.nadam([p], [g], [m], [v], [0.0], [1.0], lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-                         names=["w"], check_finite=True)
+        functional.nadam(
+            [p],
+            [g],
+            [m],
+            [v],
+            [0.0],
+            [1.0],
+            lr=1e-3,
+            beta1=0.9,
+            beta2=0.999,
+            eps=1e-8,
+            names=["w"],
+            check_finite=True,
+        )
     assert not p.any() and not m.any() and not v.any()
 
 
@@ -151,7 +174,9 @@ def test_check_finite_is_off_by_default_and_stored():
     assert opt.check_finite is False
     params[0].grad[0, 0] = np.nan
     opt.step()
-    assert np.isnan(params[0].data[0, 0]) and np.isfinite(np.delete(params[0].data.ravel(), 0)).all()
+    assert (
+        np.isnan(params[0].data[0, 0]) and np.isfinite(np.delete(params[0].data.ravel(), 0)).all()
+    )
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # inf/inf and inf−inf are the point here
@@ -174,7 +199,11 @@ def test_non_finite_gradients_propagate_as_in_torch():
     grads[5, 3] = np.inf
     grads[5, 4] = -np.inf
     grads[7, 5] = np.nan
-    for options in ({}, {"weight_decay": 0.1}, {"weight_decay": 0.1, "decoupled_weight_decay": True}):
+    for options in (
+        {},
+        {"weight_decay": 0.1},
+        {"weight_decay": 0.1, "decoupled_weight_decay": True},
+    ):
         t = torch.nn.Parameter(torch.from_numpy(theta0.copy()))
         topt = torch.optim.NAdam([t], lr=1e-2, foreach=False, **options)
         p = Parameter(theta0.copy())
@@ -286,26 +315,67 @@ def _mutations():
     return {
         "not a dict": (lambda sd: [sd], "state_dict"),
         "extra top-level key": (lambda sd: {**sd, "extra": 1}, "state_dict"),
-        "one group missing": (lambda sd: {**sd, "param_groups": sd["param_groups"][:1]}, "parameter groups"),
+        "one group missing": (
+            lambda sd: {**sd, "param_groups": sd["param_groups"][:1]},
+            "parameter groups",
+        ),
         "group lacks lr": (lambda sd: _edit(sd, lambda s: s["param_groups"][1].pop("lr")), "lr"),
-        "negative lr": (lambda sd: _edit(sd, lambda s: s["param_groups"][1].update(lr=-1.0)), "learning rate"),
-        "beta of 1": (lambda sd: _edit(sd, lambda s: s["param_groups"][0].update(betas=(0.9, 1.0))), "beta"),
-        "params not a list": (lambda sd: _edit(sd, lambda s: s["param_groups"][0].update(params=7)), "params"),
-        "params wrong length": (lambda sd: _edit(sd, lambda s: s["param_groups"][0].update(params=[0])), "parameters"),
-        "params repeated": (lambda sd: _edit(sd, lambda s: s["param_groups"][1].update(params=[0, 1])), "params"),
-        "unhashable index": (lambda sd: _edit(sd, lambda s: s["param_groups"][1].update(params=[[2], 3])), "params"),
-        "maximize not a bool": (lambda sd: _edit(sd, lambda s: s["param_groups"][0].update(maximize="no")), "maximize"),
-        "state for unknown parameter": (lambda sd: _edit(sd, lambda s: state(s).update({9: state(s)[0]})), "9"),
+        "negative lr": (
+            lambda sd: _edit(sd, lambda s: s["param_groups"][1].update(lr=-1.0)),
+            "learning rate",
+        ),
+        "beta of 1": (
+            lambda sd: _edit(sd, lambda s: s["param_groups"][0].update(betas=(0.9, 1.0))),
+            "beta",
+        ),
+        "params not a list": (
+            lambda sd: _edit(sd, lambda s: s["param_groups"][0].update(params=7)),
+            "params",
+        ),
+        "params wrong length": (
+            lambda sd: _edit(sd, lambda s: s["param_groups"][0].update(params=[0])),
+            "parameters",
+        ),
+        "params repeated": (
+            lambda sd: _edit(sd, lambda s: s["param_groups"][1].update(params=[0, 1])),
+            "params",
+        ),
+        "unhashable index": (
+            lambda sd: _edit(sd, lambda s: s["param_groups"][1].update(params=[[2], 3])),
+            "params",
+        ),
+        "maximize not a bool": (
+            lambda sd: _edit(sd, lambda s: s["param_groups"][0].update(maximize="no")),
+            "maximize",
+        ),
+        "state for unknown parameter": (
+            lambda sd: _edit(sd, lambda s: state(s).update({9: state(s)[0]})),
+            "9",
+        ),
         "state lacks exp_avg": (lambda sd: _edit(sd, lambda s: state(s)[2].pop("exp_avg")), "keys"),
-        "exp_avg of wrong shape": (lambda sd: _edit(sd, lambda s: state(s)[2].update(exp_avg=np.zeros(3))), "shape"),
+        "exp_avg of wrong shape": (
+            lambda sd: _edit(sd, lambda s: state(s)[2].update(exp_avg=np.zeros(3))),
+            "shape",
+        ),
         "complex exp_avg for a real parameter": (
-            lambda sd: _edit(sd, lambda s: state(s)[1].update(exp_avg=np.zeros(5, complex))), "dtype"),
-        "exp_avg of strings": (lambda sd: _edit(sd, lambda s: state(s)[1].update(exp_avg=np.array(["a"] * 5))), "dtype"),
+            lambda sd: _edit(sd, lambda s: state(s)[1].update(exp_avg=np.zeros(5, complex))),
+            "dtype",
+        ),
+        "exp_avg of strings": (
+            lambda sd: _edit(sd, lambda s: state(s)[1].update(exp_avg=np.array(["a"] * 5))),
+            "dtype",
+        ),
         "negative step": (lambda sd: _edit(sd, lambda s: state(s)[0].update(step=-1.0)), "step"),
         "fractional step": (lambda sd: _edit(sd, lambda s: state(s)[0].update(step=1.5)), "step"),
         "step not a number": (lambda sd: _edit(sd, lambda s: state(s)[0].update(step="2")), "step"),
-        "mu_product above 1": (lambda sd: _edit(sd, lambda s: state(s)[0].update(mu_product=1.5)), "mu_product"),
-        "mu_product NaN": (lambda sd: _edit(sd, lambda s: state(s)[0].update(mu_product=np.nan)), "mu_product"),
+        "mu_product above 1": (
+            lambda sd: _edit(sd, lambda s: state(s)[0].update(mu_product=1.5)),
+            "mu_product",
+        ),
+        "mu_product NaN": (
+            lambda sd: _edit(sd, lambda s: state(s)[0].update(mu_product=np.nan)),
+            "mu_product",
+        ),
     }
 
 
@@ -332,9 +402,22 @@ def test_failed_load_state_dict_changes_nothing(backend, mutation):
 
 
 junk = st.one_of(
-    st.none(), st.booleans(), st.integers(-3, 10), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=3), st.lists(st.integers(0, 5), max_size=3), st.dictionaries(st.integers(0, 4), st.none(), max_size=2),
-    st.sampled_from([np.zeros(3), np.zeros((2, 2), np.float32), np.array([np.nan] * 5), np.array(["x"]), np.zeros(5, complex)]),
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 10),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=3),
+    st.lists(st.integers(0, 5), max_size=3),
+    st.dictionaries(st.integers(0, 4), st.none(), max_size=2),
+    st.sampled_from(
+        [
+            np.zeros(3),
+            np.zeros((2, 2), np.float32),
+            np.array([np.nan] * 5),
+            np.array(["x"]),
+            np.zeros(5, complex),
+        ]
+    ),
 )
 
 
@@ -381,10 +464,17 @@ def test_load_state_dict_with_random_junk_is_all_or_nothing(data):
 
 # -- invalid hyperparameters ----------------------------------------------------------------
 
-not_real = st.one_of(st.none(), st.text(max_size=3), st.booleans(), st.complex_numbers(allow_nan=False).filter(lambda z: z.imag != 0),
-                     st.lists(st.floats(), max_size=2))
+not_real = st.one_of(
+    st.none(),
+    st.text(max_size=3),
+    st.booleans(),
+    st.complex_numbers(allow_nan=False).filter(lambda z: z.imag != 0),
+    st.lists(st.floats(), max_size=2),
+)
 negative = st.floats(max_value=0.0, exclude_max=True, allow_infinity=True)
-invalid_beta = st.one_of(negative, st.floats(min_value=1.0, allow_infinity=True), st.just(math.nan), not_real)
+invalid_beta = st.one_of(
+    negative, st.floats(min_value=1.0, allow_infinity=True), st.just(math.nan), not_real
+)
 
 invalid_options = st.one_of(
     st.fixed_dictionaries({"lr": st.one_of(negative, st.just(math.nan), not_real)}),
@@ -393,8 +483,16 @@ invalid_options = st.one_of(
     st.fixed_dictionaries({"momentum_decay": st.one_of(negative, st.just(math.nan), not_real)}),
     st.fixed_dictionaries({"betas": st.tuples(invalid_beta, st.floats(0.0, 0.999))}),
     st.fixed_dictionaries({"betas": st.tuples(st.floats(0.0, 0.999), invalid_beta)}),
-    st.fixed_dictionaries({"betas": st.one_of(st.none(), st.floats(), st.tuples(st.floats(0, 0.5)),
-                                              st.tuples(st.floats(0, 0.5), st.floats(0, 0.5), st.floats(0, 0.5)))}),
+    st.fixed_dictionaries(
+        {
+            "betas": st.one_of(
+                st.none(),
+                st.floats(),
+                st.tuples(st.floats(0, 0.5)),
+                st.tuples(st.floats(0, 0.5), st.floats(0, 0.5), st.floats(0, 0.5)),
+            )
+        }
+    ),
 )
 
 
@@ -448,7 +546,9 @@ def element_loop():
     """The element function itself, compiled with Numba and driven over a
     table of per-step coefficients (10^6 steps cost a Python loop ~60 s;
     this, well under a second)."""
-    numba = pytest.importorskip("numba", reason="the 10^6-step run compiles the element update with Numba")
+    numba = pytest.importorskip(
+        "numba", reason="the 10^6-step run compiles the element update with Numba"
+    )
     from nadam_ref.element import nadam_element
 
     element = numba.njit(nadam_element)
@@ -458,8 +558,27 @@ def element_loop():
         finite = True
         for k in range(c[0].shape[0]):
             g = (theta - target) * scale
-            theta, m, v = element(theta, g, m, v, c[0][k], c[1][k], c[2][k], c[3][k], c[4][k], c[5][k],
-                                  c[6][k], c[7][k], c[8][k], c[9][k], c[10][k], c[11][k], c[12][k], False, split)
+            theta, m, v = element(
+                theta,
+                g,
+                m,
+                v,
+                c[0][k],
+                c[1][k],
+                c[2][k],
+                c[3][k],
+                c[4][k],
+                c[5][k],
+                c[6][k],
+                c[7][k],
+                c[8][k],
+                c[9][k],
+                c[10][k],
+                c[11][k],
+                c[12][k],
+                False,
+                split,
+            )
             for i in range(theta.shape[0]):
                 finite &= np.isfinite(theta[i]) and np.isfinite(m[i]) and np.isfinite(v[i])
         return theta, m, v, finite
@@ -475,17 +594,37 @@ def _schedule_table(start: int, n: int, mu_product, sd, cd, dtype):
     s = np.dtype(sd).type
     out = {k: [] for k in StepScalars._fields}
     step, product = s(start), s(mu_product)
-    for k in range(n):
-        sc = advance(step, product, HYPER["beta1"], HYPER["beta2"], HYPER["momentum_decay"],
-                     compute_dtype=cd, state_dtype=sd)
+    for _k in range(n):
+        sc = advance(
+            step,
+            product,
+            HYPER["beta1"],
+            HYPER["beta2"],
+            HYPER["momentum_decay"],
+            compute_dtype=cd,
+            state_dtype=sd,
+        )
         for name, value in zip(StepScalars._fields, sc):
             out[name].append(value)
         step, product = sc.step, sc.mu_product
-    scalars = StepScalars(*(np.array(out[name], dtype=sd if name in ("step", "mu_product") else cd)
-                            for name in StepScalars._fields))
-    coef = coefficients(scalars, lr=HYPER["lr"], beta1=HYPER["beta1"], beta2=HYPER["beta2"], eps=HYPER["eps"],
-                        compute_dtype=cd, dtype=dtype)
-    table = tuple(np.ascontiguousarray(np.broadcast_to(np.asarray(c, dtype), (n,))) for c in coef[:13])
+    scalars = StepScalars(
+        *(
+            np.array(out[name], dtype=sd if name in ("step", "mu_product") else cd)
+            for name in StepScalars._fields
+        )
+    )
+    coef = coefficients(
+        scalars,
+        lr=HYPER["lr"],
+        beta1=HYPER["beta1"],
+        beta2=HYPER["beta2"],
+        eps=HYPER["eps"],
+        compute_dtype=cd,
+        dtype=dtype,
+    )
+    table = tuple(
+        np.ascontiguousarray(np.broadcast_to(np.asarray(c, dtype), (n,))) for c in coef[:13]
+    )
     return scalars, coef, table
 
 
@@ -496,8 +635,18 @@ def _core_steps(theta, m, v, step, mu_product, n, sd, cd, split):
     target, scale = np.array(TARGET, theta.dtype), np.array(SCALE, theta.dtype)
     for _ in range(n):
         g = (theta - target) * scale
-        steps, products = functional.nadam([theta], [g], [m], [v], steps, products, **HYPER,
-                                           scalar_dtype=sd, compute_dtype=cd, split_update=split)
+        steps, products = functional.nadam(
+            [theta],
+            [g],
+            [m],
+            [v],
+            steps,
+            products,
+            **HYPER,
+            scalar_dtype=sd,
+            compute_dtype=cd,
+            split_update=split,
+        )
     return theta, m, v, steps[0], products[0]
 
 
@@ -535,21 +684,25 @@ def test_million_steps_stay_finite_and_underflow_harmlessly(config, element_loop
         done = 0  # steps of this chunk taken
         for s in starts + [start + CHUNK]:
             if s > start + done:
-                theta, m, v, finite = element_loop(theta, m, v, target, scale,
-                                                   tuple(c[done:s - start] for c in table), split)
+                theta, m, v, finite = element_loop(
+                    theta, m, v, target, scale, tuple(c[done : s - start] for c in table), split
+                )
                 assert finite, f"a non-finite value before step {s}"
                 done = s - start
                 mu_product = scalars.mu_product[done - 1]
             if s == start + CHUNK:
                 break
             ours = _core_steps(theta, m, v, s_(s), mu_product, window, sd, cd, split)
-            theta, m, v, finite = element_loop(theta, m, v, target, scale,
-                                               tuple(c[done:done + window] for c in table), split)
+            theta, m, v, finite = element_loop(
+                theta, m, v, target, scale, tuple(c[done : done + window] for c in table), split
+            )
             assert finite
             done += window
             mu_product = scalars.mu_product[done - 1]
             for a, b in zip(ours[:3], (theta, m, v)):
-                assert bits(a) == bits(b), f"the functional core and the loop differ over steps {s}…{s + window}"
+                assert bits(a) == bits(b), (
+                    f"the functional core and the loop differ over steps {s}…{s + window}"
+                )
             assert ours[3] == s + window and bits(ours[4]) == bits(mu_product)
             windows.append(s)
     assert len(windows) >= 5, windows
@@ -560,11 +713,17 @@ def test_million_steps_stay_finite_and_underflow_harmlessly(config, element_loop
     # so it sticks at ≤ 4 ulps (float64: μ_t > ½ by then) or reaches 0 (float32: μ_t < ½ still)
     assert first["1 − ∏μ = 1"] <= math.log(float(np.finfo(cd).eps) / 4) / math.log(0.9) + 2
     tiny = math.log(float(np.finfo(sd).smallest_subnormal))
-    assert tiny / math.log(0.45) - 2 <= first["∏μ at its floor"] <= tiny / math.log(0.9) + 2  # 0.45 ≤ μ_t ≤ 0.9
+    assert (
+        tiny / math.log(0.45) - 2 <= first["∏μ at its floor"] <= tiny / math.log(0.9) + 2
+    )  # 0.45 ≤ μ_t ≤ 0.9
     assert scalars.mu_product[-1] == (0 if sd == np.float32 else np.finfo(sd).smallest_subnormal)
     log_beta2 = math.log(float(f(HYPER["beta2"])))
-    t_half_ulp = math.log(float(np.finfo(cd).eps) / 4) / log_beta2  # 1 − β2^t rounds to 1 below half an ulp
-    t_zero = (math.log(float(np.finfo(cd).smallest_subnormal)) - math.log(2)) / log_beta2  # β2^t underflows
+    t_half_ulp = (
+        math.log(float(np.finfo(cd).eps) / 4) / log_beta2
+    )  # 1 − β2^t rounds to 1 below half an ulp
+    t_zero = (
+        math.log(float(np.finfo(cd).smallest_subnormal)) - math.log(2)
+    ) / log_beta2  # β2^t underflows
     assert abs(first["1 − β2^t = 1"] - t_half_ulp) <= 0.01 * t_half_ulp
     assert abs(first["β2^t = 0"] - t_zero) <= 0.01 * t_zero
     assert "μ_t = β1" in first
@@ -576,16 +735,27 @@ def test_million_steps_stay_finite_and_underflow_harmlessly(config, element_loop
     ordinary = [0, 1, 3]
     np.testing.assert_allclose(theta[ordinary], target[ordinary], atol=10 * HYPER["lr"])
     assert theta[4] == dtype(2.0) and m[4] == 0 and v[4] == 0  # zero gradient: untouched
-    assert np.isfinite(theta).all() and np.isfinite(m).all() and np.isfinite(v).all() and (v >= 0).all()
+    assert (
+        np.isfinite(theta).all()
+        and np.isfinite(m).all()
+        and np.isfinite(v).all()
+        and (v >= 0).all()
+    )
 
 
 # -- the Keras-style front end --------------------------------------------------------------
 
 
 def _keras_problem():
-    keras_front = pytest.importorskip("nadam_ref.keras", reason="the Keras-style front end is not there")
+    keras_front = pytest.importorskip(
+        "nadam_ref.keras", reason="the Keras-style front end is not there"
+    )
     rng = np.random.default_rng(2)
-    variables = [rng.standard_normal((2, 3)).astype(np.float32), rng.standard_normal(4), rng.standard_normal(3)]
+    variables = [
+        rng.standard_normal((2, 3)).astype(np.float32),
+        rng.standard_normal(4),
+        rng.standard_normal(3),
+    ]
     opt = keras_front.Nadam(learning_rate=1e-2)
     opt.apply_gradients([(rng.standard_normal(v.shape).astype(v.dtype), v) for v in variables[:2]])
     grads = [rng.standard_normal(v.shape).astype(v.dtype) for v in variables]
@@ -597,8 +767,16 @@ def _keras_snapshot(opt, variables):
 
 
 KERAS_FAULTS = {
-    "gradient of wrong shape": lambda vs, gs: [(gs[0], vs[0]), (gs[1], vs[1]), (np.zeros(5), vs[2])],
-    "gradient of wrong dtype": lambda vs, gs: [(gs[0], vs[0]), (gs[1], vs[1]), (gs[2].astype(np.float32), vs[2])],
+    "gradient of wrong shape": lambda vs, gs: [
+        (gs[0], vs[0]),
+        (gs[1], vs[1]),
+        (np.zeros(5), vs[2]),
+    ],
+    "gradient of wrong dtype": lambda vs, gs: [
+        (gs[0], vs[0]),
+        (gs[1], vs[1]),
+        (gs[2].astype(np.float32), vs[2]),
+    ],
     "gradient not an array": lambda vs, gs: [(gs[0], vs[0]), (gs[1], vs[1]), ("grad", vs[2])],
     "variable twice": lambda vs, gs: [(gs[0], vs[0]), (gs[1], vs[1]), (gs[1], vs[1])],
     "no gradient at all": lambda vs, gs: [(None, v) for v in vs],
@@ -636,14 +814,18 @@ def golden_files():
     return jsons, npzs
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                 HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(data=st.data())
 def test_corrupted_golden_files_give_golden_format_error(golden_files, data):
     """Truncations, flipped bytes, insertions, splices, and JSON entries of any
     type replaced or deleted, in the JSON and the .npz form: either
     GoldenFormatError (a ValueError, one line, naming the field) or a case."""
     import fuzz_loaders
+
     from nadam_ref.golden.format import GoldenFormatError, loads
 
     jsons, npzs = golden_files
@@ -651,7 +833,11 @@ def test_corrupted_golden_files_give_golden_format_error(golden_files, data):
     seeds = jsons if form == "json" else npzs
     raw = data.draw(st.sampled_from(seeds), label="file")
     if data.draw(st.booleans(), label="structured"):
-        edit = fuzz_loaders.structured_golden_json if form == "json" else fuzz_loaders.structured_golden_npz
+        edit = (
+            fuzz_loaders.structured_golden_json
+            if form == "json"
+            else fuzz_loaders.structured_golden_npz
+        )
         blob = edit(data, raw)
     else:
         blob = fuzz_loaders.mutate_bytes(data, raw, [s for s in seeds if s is not raw])
@@ -665,33 +851,45 @@ def test_corrupted_golden_files_give_golden_format_error(golden_files, data):
 # -- every backend equals the NumPy reference -----------------------------------------------
 
 
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # ε = 0 with a zero gradient gives 0/0, on purpose
-@pytest.mark.parametrize("backend", [b for b in BACKEND_PARAMS if getattr(b, "values", (b,))[0] != "numpy"])
+@pytest.mark.filterwarnings(
+    "ignore::RuntimeWarning"
+)  # ε = 0 with a zero gradient gives 0/0, on purpose
+@pytest.mark.parametrize(
+    "backend", [b for b in BACKEND_PARAMS if getattr(b, "values", (b,))[0] != "numpy"]
+)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     shapes=st.lists(st.sampled_from([(), (1,), (5,), (2, 3), (3, 1, 2)]), min_size=1, max_size=3),
     dtype=st.sampled_from([np.float32, np.float64, np.complex64]),
     steps=st.integers(1, 4),
-    options=st.fixed_dictionaries({
-        "lr": st.sampled_from([0.0, 1e-3, 0.1]),
-        "betas": st.tuples(st.sampled_from([0.0, 0.5, 0.9]), st.sampled_from([0.0, 0.9, 0.999])),
-        "eps": st.sampled_from([0.0, 1e-8, 1.0]),
-        "weight_decay": st.sampled_from([0.0, 0.01]),
-        "momentum_decay": st.sampled_from([0.0, 4e-3, 1.0]),
-        "decoupled_weight_decay": st.booleans(),
-        "maximize": st.booleans(),
-        "scalar_dtype": st.sampled_from([np.float32, np.float64]),
-    }),
+    options=st.fixed_dictionaries(
+        {
+            "lr": st.sampled_from([0.0, 1e-3, 0.1]),
+            "betas": st.tuples(
+                st.sampled_from([0.0, 0.5, 0.9]), st.sampled_from([0.0, 0.9, 0.999])
+            ),
+            "eps": st.sampled_from([0.0, 1e-8, 1.0]),
+            "weight_decay": st.sampled_from([0.0, 0.01]),
+            "momentum_decay": st.sampled_from([0.0, 4e-3, 1.0]),
+            "decoupled_weight_decay": st.booleans(),
+            "maximize": st.booleans(),
+            "scalar_dtype": st.sampled_from([np.float32, np.float64]),
+        }
+    ),
     scale=st.sampled_from([1e-30, 1.0, 1e15]),
     seed=st.integers(0, 2**16),
 )
-def test_every_backend_equals_the_numpy_reference(backend, shapes, dtype, steps, options, scale, seed):
+def test_every_backend_equals_the_numpy_reference(
+    backend, shapes, dtype, steps, options, scale, seed
+):
     """Same problem, same gradients (including tiny and huge ones, ε = 0,
     β = 0, ψ = 0, maximize, both weight decays): the same bits as NumPy."""
     rng = np.random.default_rng(seed)
 
     def draw(shape):
-        a = rng.standard_normal(shape) + (1j * rng.standard_normal(shape) if np.dtype(dtype).kind == "c" else 0)
+        a = rng.standard_normal(shape) + (
+            1j * rng.standard_normal(shape) if np.dtype(dtype).kind == "c" else 0
+        )
         return np.asarray(a * scale).astype(dtype)
 
     hosts = [draw(s) for s in shapes]

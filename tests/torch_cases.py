@@ -20,18 +20,36 @@ STEPS = 500
 
 CASES = {
     "plain": [{"params": [{"shape": (7,)}, {"shape": (3, 4)}], "options": {"lr": 1e-2}}],
-    "l2_weight_decay": [{"params": [{"shape": (6,)}, {"shape": (2, 3)}], "options": {"lr": 1e-2, "weight_decay": 0.05}}],
-    "decoupled_weight_decay": [
-        {"params": [{"shape": (6,)}, {"shape": (2, 3)}],
-         "options": {"lr": 1e-2, "weight_decay": 0.05, "decoupled_weight_decay": True}}
+    "l2_weight_decay": [
+        {
+            "params": [{"shape": (6,)}, {"shape": (2, 3)}],
+            "options": {"lr": 1e-2, "weight_decay": 0.05},
+        }
     ],
-    "maximize": [{"params": [{"shape": (9,)}], "options": {"lr": 1e-2, "maximize": True, "weight_decay": 0.01}}],
-    "complex": [{"params": [{"shape": (5,), "complex": True}, {"shape": (4,)}], "options": {"lr": 1e-2}}],
+    "decoupled_weight_decay": [
+        {
+            "params": [{"shape": (6,)}, {"shape": (2, 3)}],
+            "options": {"lr": 1e-2, "weight_decay": 0.05, "decoupled_weight_decay": True},
+        }
+    ],
+    "maximize": [
+        {
+            "params": [{"shape": (9,)}],
+            "options": {"lr": 1e-2, "maximize": True, "weight_decay": 0.01},
+        }
+    ],
+    "complex": [
+        {"params": [{"shape": (5,), "complex": True}, {"shape": (4,)}], "options": {"lr": 1e-2}}
+    ],
     "groups_and_missing_grads": [
-        {"params": [{"shape": (4,)}, {"shape": (3,), "never": True}],
-         "options": {"lr": 3e-3, "betas": (0.8, 0.99), "eps": 1e-6}},
-        {"params": [{"shape": (2, 2), "skip_every": 3}, {"shape": ()}],
-         "options": {"lr": 1e-2, "momentum_decay": 0.02, "weight_decay": 0.01}},
+        {
+            "params": [{"shape": (4,)}, {"shape": (3,), "never": True}],
+            "options": {"lr": 3e-3, "betas": (0.8, 0.99), "eps": 1e-6},
+        },
+        {
+            "params": [{"shape": (2, 2), "skip_every": 3}, {"shape": ()}],
+            "options": {"lr": 1e-2, "momentum_decay": 0.02, "weight_decay": 0.01},
+        },
     ],
 }
 
@@ -51,7 +69,9 @@ def problem(case: str, dtype, seed: int = 0):
             if spec.get("complex"):
                 cdtype = np.result_type(dtype, np.complex64)
                 x = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(cdtype)
-                g = (rng.standard_normal((STEPS, *shape)) + 1j * rng.standard_normal((STEPS, *shape))).astype(cdtype)
+                g = (
+                    rng.standard_normal((STEPS, *shape)) + 1j * rng.standard_normal((STEPS, *shape))
+                ).astype(cdtype)
             else:
                 x = rng.standard_normal(shape).astype(dtype)
                 g = rng.standard_normal((STEPS, *shape)).astype(dtype)

@@ -14,8 +14,20 @@ from .profiles import PROFILES, get_profile
 from .suite import suite_cases, suite_path
 from .verifier import Report, verify
 
-__all__ = ["Case", "GoldenFormatError", "load", "loads", "save", "make_case", "verify", "Report",
-           "PROFILES", "get_profile", "suite_path", "suite_cases"]
+__all__ = [
+    "Case",
+    "GoldenFormatError",
+    "load",
+    "loads",
+    "save",
+    "make_case",
+    "verify",
+    "Report",
+    "PROFILES",
+    "get_profile",
+    "suite_path",
+    "suite_cases",
+]
 
 
 def __getattr__(name):

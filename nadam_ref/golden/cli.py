@@ -29,36 +29,62 @@ def _shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(x) for x in text.strip("()[]").split(",") if x.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"a shape is integers separated by commas (e.g. 3,4), got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"a shape is integers separated by commas (e.g. 3,4), got {text!r}"
+        ) from None
     if any(n < 0 for n in shape):
         raise argparse.ArgumentTypeError(f"a shape cannot have negative sizes: {text!r}")
     return shape
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nadam-ref golden", description="Golden test vectors for NAdam.")
+    p = argparse.ArgumentParser(
+        prog="nadam-ref golden", description="Golden test vectors for NAdam."
+    )
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the suite's cases")
 
     g = sub.add_parser("generate", help="generate one case, or the whole suite (--suite)")
-    g.add_argument("--suite", action="store_true", help="regenerate the suite shipped in the package")
+    g.add_argument(
+        "--suite", action="store_true", help="regenerate the suite shipped in the package"
+    )
     g.add_argument("--only", nargs="+", metavar="NAME", help="with --suite: only these cases")
-    g.add_argument("--out", help="output file (.json or .npz) for one case; directory for --suite "
-                                 "(default: the package's suite directory)")
+    g.add_argument(
+        "--out",
+        help="output file (.json or .npz) for one case; directory for --suite "
+        "(default: the package's suite directory)",
+    )
     g.add_argument("--name", default=None, help="the case's name (default: from the options)")
-    g.add_argument("--profile", default="torch", help="torch, tf-keras-legacy, keras3 or optax (default torch)")
+    g.add_argument(
+        "--profile", default="torch", help="torch, tf-keras-legacy, keras3 or optax (default torch)"
+    )
     g.add_argument("--dtype", default="float32", help="float32, float64, complex64 or complex128")
     g.add_argument("--steps", type=int, default=10)
-    g.add_argument("--shape", type=_shape, action="append", help="a parameter's shape, e.g. 3,4; repeat for several")
+    g.add_argument(
+        "--shape",
+        type=_shape,
+        action="append",
+        help="a parameter's shape, e.g. 3,4; repeat for several",
+    )
     g.add_argument("--seed", type=int, default=0)
     for name in ("lr", "beta1", "beta2", "eps", "momentum-decay", "weight-decay"):
         g.add_argument(f"--{name}", type=float, default=None, help="(default: the profile's)")
     g.add_argument("--decoupled", action="store_true", help="decoupled weight decay")
     g.add_argument("--maximize", action="store_true")
-    g.add_argument("--scalar-state", choices=("float32", "float64"), help="torch: dtype of the stored step and ∏μ")
-    g.add_argument("--grad-kind", default="normal", choices=("normal", "zeros", "constant", "choice"))
+    g.add_argument(
+        "--scalar-state",
+        choices=("float32", "float64"),
+        help="torch: dtype of the stored step and ∏μ",
+    )
+    g.add_argument(
+        "--grad-kind", default="normal", choices=("normal", "zeros", "constant", "choice")
+    )
     g.add_argument("--grad-scale", type=float, default=1.0)
-    g.add_argument("--closed-loop", action="store_true", help="gradient = θ (f = ½‖θ‖²) instead of stored gradients")
+    g.add_argument(
+        "--closed-loop",
+        action="store_true",
+        help="gradient = θ (f = ½‖θ‖²) instead of stored gradients",
+    )
 
     v = sub.add_parser("verify", help="check an implementation's output against a case")
     v.add_argument("case", help="a golden file, or the name of a suite case")
@@ -86,10 +112,12 @@ def _list(args) -> int:
     from .suite import SUITE, case_file, suite_path
 
     print(f"{'case':<30} {'profile':<16} {'dtype':<10} {'shapes':<18} {'steps':>6}  file")
-    for name, (ext, o) in SUITE.items():
+    for name, (_ext, o) in SUITE.items():
         shapes = ";".join(",".join(map(str, s)) or "()" for s in o.get("shapes", [(3,)]))
-        print(f"{name:<30} {o.get('profile', 'torch'):<16} {o.get('dtype', 'float32'):<10} {shapes:<18} "
-              f"{o.get('steps', 10):>6}  {case_file(name)}")
+        print(
+            f"{name:<30} {o.get('profile', 'torch'):<16} {o.get('dtype', 'float32'):<10} {shapes:<18} "
+            f"{o.get('steps', 10):>6}  {case_file(name)}"
+        )
     print(f"\n{len(SUITE)} cases in {suite_path()}")
     return 0
 
@@ -101,6 +129,7 @@ def _generate(args) -> int:
         out = Path(args.out) if args.out else None
         if out is None:
             from .suite import suite_path
+
             out = suite_path()
         write_suite(out, args.only, progress=lambda p: print(f"wrote {p}"))
         return 0
@@ -111,8 +140,11 @@ def _generate(args) -> int:
     from .format import save
     from .generate import make_case
 
-    hp = {k: getattr(args, k) for k in ("lr", "beta1", "beta2", "eps", "momentum_decay", "weight_decay")
-          if getattr(args, k) is not None}
+    hp = {
+        k: getattr(args, k)
+        for k in ("lr", "beta1", "beta2", "eps", "momentum_decay", "weight_decay")
+        if getattr(args, k) is not None
+    }
     if args.decoupled:
         hp["decoupled_weight_decay"] = True
     if args.maximize:
@@ -121,9 +153,16 @@ def _generate(args) -> int:
     name = args.name or f"{args.profile}-{args.dtype}-seed{args.seed}"
     argv_out = sys.argv[1:] if sys.argv and sys.argv[0].endswith("nadam-ref") else []
     case = make_case(
-        name, profile=args.profile, dtype=args.dtype, shapes=shapes, steps=args.steps, seed=args.seed,
-        hyperparameters=hp, profile_options={"scalar_state": args.scalar_state} if args.scalar_state else None,
-        grad_kind=args.grad_kind, grad_scale=args.grad_scale,
+        name,
+        profile=args.profile,
+        dtype=args.dtype,
+        shapes=shapes,
+        steps=args.steps,
+        seed=args.seed,
+        hyperparameters=hp,
+        profile_options={"scalar_state": args.scalar_state} if args.scalar_state else None,
+        grad_kind=args.grad_kind,
+        grad_scale=args.grad_scale,
         loop="closed:sphere" if args.closed_loop else "open",
         generated_by=" ".join(["nadam-ref", *argv_out]) if argv_out else "",
     )

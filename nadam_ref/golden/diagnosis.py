@@ -35,12 +35,15 @@ def _with_weights(coef, momentum_weight: float, grad_weight: float):
     a = type(coef.lr)
     lr = float(coef.lr)
     return coef._replace(
-        momentum_weight=a(momentum_weight), grad_weight=a(grad_weight),
-        momentum_step=a(lr * momentum_weight), grad_step=a(lr * grad_weight),
+        momentum_weight=a(momentum_weight),
+        grad_weight=a(grad_weight),
+        momentum_step=a(lr * momentum_weight),
+        grad_step=a(lr * grad_weight),
     )
 
 
 # -- the mistakes (WRONG ON PURPOSE) ------------------------------------------------------
+
 
 def mistake_mu_t_for_mu_next(coef, s, t):
     """MISTAKE: μ_t and ∏_t used where NAdam has μ_{t+1} and ∏_{t+1}."""
@@ -83,7 +86,9 @@ def candidates(case) -> list[Candidate]:
         if name == "torch":
             options_list = [{"scalar_state": "float32"}, {"scalar_state": "float64"}]
         for opts in options_list:
-            if name == case.profile and (opts is None or opts == {**prof.options, **case.profile_options}):
+            if name == case.profile and (
+                opts is None or opts == {**prof.options, **case.profile_options}
+            ):
                 continue
             rules = [None] * len(case.params0)
             try:
@@ -98,8 +103,14 @@ def candidates(case) -> list[Candidate]:
             except ValueError:
                 continue  # the profile cannot express this case (weight decay, maximize)
             label = f"profile {name}" + (f" (scalar_state={opts['scalar_state']})" if opts else "")
-            out.append(Candidate(name if not opts else f"{name}:{opts['scalar_state']}", label, "profile",
-                                 {"rules": rules}))
+            out.append(
+                Candidate(
+                    name if not opts else f"{name}:{opts['scalar_state']}",
+                    label,
+                    "profile",
+                    {"rules": rules},
+                )
+            )
     rules = case.rules
     psi = rules[0]["momentum_decay"]
     if np.isfinite(psi):
@@ -107,24 +118,84 @@ def candidates(case) -> list[Candidate]:
             new = psi * factor if factor else 0.0
             if new == psi:
                 continue
-            out.append(Candidate(f"psi:{new:g}", f"mistake: ψ off (momentum_decay = {new:g} instead of {psi:g})",
-                                 "mistake", {"rules": [{**r, "momentum_decay": r["momentum_decay"] * factor} for r in rules]}))
-        out.append(Candidate("wrong-schedule", "mistake: wrong schedule (μ_t and ∏_t used where μ_{t+1} and ∏_{t+1} belong)",
-                             "mistake", {"hook": mistake_mu_t_for_mu_next}))
-        out.append(Candidate("step-from-0", "mistake: step counted from 0 (schedule and bias correction at t − 1)",
-                             "mistake", {"step_offset": -1}))
-    out.append(Candidate("eps-inside-sqrt", "mistake: ε inside the square root (√(v̂ + ε))", "mistake",
-                         {"element": mistake_eps_inside_sqrt}))
-    out.append(Candidate("no-v-bias-correction", "mistake: bias correction of v missing (v̂ = v)", "mistake",
-                         {"hook": mistake_no_v_bias_correction}))
+            out.append(
+                Candidate(
+                    f"psi:{new:g}",
+                    f"mistake: ψ off (momentum_decay = {new:g} instead of {psi:g})",
+                    "mistake",
+                    {
+                        "rules": [
+                            {**r, "momentum_decay": r["momentum_decay"] * factor} for r in rules
+                        ]
+                    },
+                )
+            )
+        out.append(
+            Candidate(
+                "wrong-schedule",
+                "mistake: wrong schedule (μ_t and ∏_t used where μ_{t+1} and ∏_{t+1} belong)",
+                "mistake",
+                {"hook": mistake_mu_t_for_mu_next},
+            )
+        )
+        out.append(
+            Candidate(
+                "step-from-0",
+                "mistake: step counted from 0 (schedule and bias correction at t − 1)",
+                "mistake",
+                {"step_offset": -1},
+            )
+        )
+    out.append(
+        Candidate(
+            "eps-inside-sqrt",
+            "mistake: ε inside the square root (√(v̂ + ε))",
+            "mistake",
+            {"element": mistake_eps_inside_sqrt},
+        )
+    )
+    out.append(
+        Candidate(
+            "no-v-bias-correction",
+            "mistake: bias correction of v missing (v̂ = v)",
+            "mistake",
+            {"hook": mistake_no_v_bias_correction},
+        )
+    )
     if np.isfinite(psi):
-        out.append(Candidate("no-m-bias-correction", "mistake: bias correction of m missing (no division by 1 − ∏μ)",
-                             "mistake", {"hook": mistake_no_m_bias_correction}))
+        out.append(
+            Candidate(
+                "no-m-bias-correction",
+                "mistake: bias correction of m missing (no division by 1 − ∏μ)",
+                "mistake",
+                {"hook": mistake_no_m_bias_correction},
+            )
+        )
     if np.zeros(0, dtype).real.dtype == np.float64:
         if any(np.dtype(r["scalar_dtype"]) != np.float32 for r in rules):
-            out.append(Candidate("float32-state", "mistake: float32 scalars (step and ∏μ stored in float32)", "mistake",
-                                 {"rules": [{**r, "scalar_dtype": np.dtype(np.float32)} for r in rules]}))
-        out.append(Candidate("float32-scalars", "mistake: float32 scalars (the whole schedule computed in float32)",
-                             "mistake", {"rules": [{**r, "scalar_dtype": np.dtype(np.float32),
-                                                    "compute_dtype": np.dtype(np.float32)} for r in rules]}))
+            out.append(
+                Candidate(
+                    "float32-state",
+                    "mistake: float32 scalars (step and ∏μ stored in float32)",
+                    "mistake",
+                    {"rules": [{**r, "scalar_dtype": np.dtype(np.float32)} for r in rules]},
+                )
+            )
+        out.append(
+            Candidate(
+                "float32-scalars",
+                "mistake: float32 scalars (the whole schedule computed in float32)",
+                "mistake",
+                {
+                    "rules": [
+                        {
+                            **r,
+                            "scalar_dtype": np.dtype(np.float32),
+                            "compute_dtype": np.dtype(np.float32),
+                        }
+                        for r in rules
+                    ]
+                },
+            )
+        )
     return out

@@ -52,8 +52,12 @@ from .profiles import HYPERPARAMETERS, get_profile
 
 FORMAT, VERSION = "nadam-ref-golden", 1
 QUANTITIES = ("param", "exp_avg", "exp_avg_sq", "mu_product")
-RULE_KEYS = HYPERPARAMETERS[:5] + ("momentum_base",) + HYPERPARAMETERS[5:] + (
-    "split_update", "compute_dtype", "scalar_dtype", "state_dtype")
+RULE_KEYS = (
+    HYPERPARAMETERS[:5]
+    + ("momentum_base",)
+    + HYPERPARAMETERS[5:]
+    + ("split_update", "compute_dtype", "scalar_dtype", "state_dtype")
+)
 DTYPES = ("float32", "float64", "complex64", "complex128")
 #: Largest array (elements) a file may declare; protects the loader from absurd shapes.
 MAX_ELEMENTS = 50_000_000
@@ -103,11 +107,14 @@ class Case:
         return [tuple(p.shape) for p in self.params0]
 
     def __repr__(self) -> str:
-        return (f"Case({self.name!r}, profile={self.profile!r}, dtype={self.dtype.name}, "
-                f"shapes={self.shapes}, steps={self.steps})")
+        return (
+            f"Case({self.name!r}, profile={self.profile!r}, dtype={self.dtype.name}, "
+            f"shapes={self.shapes}, steps={self.steps})"
+        )
 
 
 # -- numbers -------------------------------------------------------------------------------
+
 
 def _num_out(x: float):
     x = float(x)
@@ -121,7 +128,9 @@ def _num_in(x, where: str) -> float:
         raise GoldenFormatError(f"{where}: expected a number, got {type(x).__name__}")
     if isinstance(x, str):
         if x not in ("inf", "-inf", "nan"):
-            raise GoldenFormatError(f"{where}: expected a number or 'inf', '-inf', 'nan', got {x[:40]!r}")
+            raise GoldenFormatError(
+                f"{where}: expected a number or 'inf', '-inf', 'nan', got {x[:40]!r}"
+            )
         return float(x)
     return float(x)
 
@@ -138,13 +147,17 @@ def _array_in(values, dtype: np.dtype, shape: tuple, where: str) -> np.ndarray:
         raise GoldenFormatError(f"{where}: expected a list of numbers")
     n = math.prod(shape) * (2 if dtype.kind == "c" else 1)
     if len(values) != n:
-        raise GoldenFormatError(f"{where}: has {len(values)} numbers, expected {n} for shape {list(shape)}")
+        raise GoldenFormatError(
+            f"{where}: has {len(values)} numbers, expected {n} for shape {list(shape)}"
+        )
     real = np.array([_num_in(x, where) for x in values], dtype=np.float64)
     with np.errstate(over="ignore"):
         narrow = real.astype(np.zeros(0, dtype).real.dtype)
     if not np.array_equal(narrow.astype(np.float64), real, equal_nan=True):
         k = int(np.flatnonzero(~((narrow.astype(np.float64) == real) | np.isnan(real)))[0])
-        raise GoldenFormatError(f"{where}: value {real[k]!r} at index {k} is not exactly a {narrow.dtype} number")
+        raise GoldenFormatError(
+            f"{where}: value {real[k]!r} at index {k} is not exactly a {narrow.dtype} number"
+        )
     if dtype.kind == "c":
         real = real.reshape(-1, 2)
         return (real[:, 0] + 1j * real[:, 1]).astype(dtype).reshape(shape)
@@ -152,6 +165,7 @@ def _array_in(values, dtype: np.dtype, shape: tuple, where: str) -> np.ndarray:
 
 
 # -- documents -----------------------------------------------------------------------------
+
 
 def _meta(case: Case) -> dict:
     def hp_out(hp):
@@ -170,19 +184,31 @@ def _meta(case: Case) -> dict:
         return out
 
     return {
-        "format": FORMAT, "version": VERSION, "name": case.name, "description": case.description,
-        "profile": case.profile, "profile_options": dict(case.profile_options),
+        "format": FORMAT,
+        "version": VERSION,
+        "name": case.name,
+        "description": case.description,
+        "profile": case.profile,
+        "profile_options": dict(case.profile_options),
         "dtype": np.dtype(case.dtype).name,
-        "groups": [{"hyperparameters": hp_out(g["hyperparameters"]), "params": list(g["params"])} for g in case.groups],
+        "groups": [
+            {"hyperparameters": hp_out(g["hyperparameters"]), "params": list(g["params"])}
+            for g in case.groups
+        ],
         "rules": [rule_out(r) for r in case.rules],
-        "shapes": [list(s) for s in case.shapes], "steps": int(case.steps),
-        "record_steps": [int(s) for s in case.record_steps], "loop": case.loop,
+        "shapes": [list(s) for s in case.shapes],
+        "steps": int(case.steps),
+        "record_steps": [int(s) for s in case.record_steps],
+        "loop": case.loop,
     }
 
 
 def _tail(case: Case) -> dict:
-    return {"tolerance_derivation": case.tolerance_derivation, "generated_by": case.generated_by,
-            "oracle_digits": int(case.oracle_digits)}
+    return {
+        "tolerance_derivation": case.tolerance_derivation,
+        "generated_by": case.generated_by,
+        "oracle_digits": int(case.oracle_digits),
+    }
 
 
 def to_json(case: Case) -> str:
@@ -201,8 +227,11 @@ def to_json(case: Case) -> str:
         sep = "," if n < len(items) - 1 else ""
         if isinstance(v, dict) and k in ("expected", "tolerance"):
             inner = ",\n".join(
-                f'  {json.dumps(q)}: [\n' + ",\n".join("   " + json.dumps(a, separators=(",", ":")) for a in arrs) + "\n  ]"
-                for q, arrs in v.items())
+                f"  {json.dumps(q)}: [\n"
+                + ",\n".join("   " + json.dumps(a, separators=(",", ":")) for a in arrs)
+                + "\n  ]"
+                for q, arrs in v.items()
+            )
             lines.append(f" {json.dumps(k)}: {{\n{inner}\n }}{sep}")
         elif isinstance(v, list) and k in ("params0", "grads"):
             body = ",\n".join("  " + json.dumps(a, separators=(",", ":")) for a in v)
@@ -215,7 +244,9 @@ def to_json(case: Case) -> str:
 
 def _npy_bytes(a: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.array(a, order="C"), allow_pickle=False)  # (ascontiguousarray makes 0-d 1-d)
+    np.lib.format.write_array(
+        buf, np.array(a, order="C"), allow_pickle=False
+    )  # (ascontiguousarray makes 0-d 1-d)
     return buf.getvalue()
 
 
@@ -252,6 +283,7 @@ def save(case: Case, path) -> Path:
 
 # -- loading -------------------------------------------------------------------------------
 
+
 @lru_cache(maxsize=1)
 def schema() -> dict:
     """The JSON Schema of the format (``nadam_ref/golden/schema.json``)."""
@@ -287,16 +319,24 @@ def loads(data: bytes, source: str = "<bytes>") -> Case:
         try:
             doc = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
-            raise GoldenFormatError(f"{source}: not JSON nor .npz ({' '.join(str(e).split())[:120]})") from None
+            raise GoldenFormatError(
+                f"{source}: not JSON nor .npz ({' '.join(str(e).split())[:120]})"
+            ) from None
         _validate(doc)
-        return _build(doc, lambda part, i, dtype, shape, where: _array_in(
-            _get(doc, part, i, where), dtype, shape, where))
+        return _build(
+            doc,
+            lambda part, i, dtype, shape, where: _array_in(
+                _get(doc, part, i, where), dtype, shape, where
+            ),
+        )
     except GoldenFormatError:
         raise
     except RecursionError:
         raise GoldenFormatError(f"{source}: nested too deeply") from None
     except Exception as e:  # anything else a corrupted file provokes is a format error too
-        raise GoldenFormatError(f"{source}: malformed ({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
+        raise GoldenFormatError(
+            f"{source}: malformed ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
+        ) from None
 
 
 def _get(doc, part, i, where):
@@ -315,7 +355,9 @@ def _from_npz(data: bytes) -> Case:
         z = np.load(io.BytesIO(data), allow_pickle=False)
         files = set(z.files)
     except Exception as e:
-        raise GoldenFormatError(f"not a readable .npz ({type(e).__name__}: {' '.join(str(e).split())[:100]})") from None
+        raise GoldenFormatError(
+            f"not a readable .npz ({type(e).__name__}: {' '.join(str(e).split())[:100]})"
+        ) from None
     if "meta" not in files:
         raise GoldenFormatError("field meta: missing from the .npz")
     meta_raw = z["meta"]
@@ -342,7 +384,9 @@ def _from_npz(data: bytes) -> Case:
             raise GoldenFormatError(f"field {where}: array {key!r} missing from the .npz")
         a = z[key]
         if a.shape != tuple(shape):
-            raise GoldenFormatError(f"field {where}: has shape {list(a.shape)}, expected {list(shape)}")
+            raise GoldenFormatError(
+                f"field {where}: has shape {list(a.shape)}, expected {list(shape)}"
+            )
         if a.dtype != dtype:
             raise GoldenFormatError(f"field {where}: has dtype {a.dtype}, expected {dtype}")
         return a
@@ -358,21 +402,31 @@ def _build(doc: dict, array) -> Case:
     n = len(shapes)
     for i, s in enumerate(shapes):
         if math.prod(s) > MAX_ELEMENTS:
-            raise GoldenFormatError(f"field shapes/{i}: {list(s)} is larger than {MAX_ELEMENTS} elements")
+            raise GoldenFormatError(
+                f"field shapes/{i}: {list(s)} is larger than {MAX_ELEMENTS} elements"
+            )
     steps, record = doc["steps"], doc["record_steps"]
     if any(b <= a for a, b in zip(record, record[1:])) or record[-1] > steps:
-        raise GoldenFormatError(f"field record_steps: must increase strictly and end at most at steps = {steps}")
+        raise GoldenFormatError(
+            f"field record_steps: must increase strictly and end at most at steps = {steps}"
+        )
     if steps * max((math.prod(s) for s in shapes), default=0) > MAX_ELEMENTS:
-        raise GoldenFormatError(f"field steps: {steps} steps of these shapes exceed {MAX_ELEMENTS} elements")
+        raise GoldenFormatError(
+            f"field steps: {steps} steps of these shapes exceed {MAX_ELEMENTS} elements"
+        )
     if len(doc["rules"]) != n:
         raise GoldenFormatError(f"field rules: has {len(doc['rules'])} entries for {n} parameters")
     seen = sorted(i for g in doc["groups"] for i in g["params"])
     if seen != list(range(n)):
-        raise GoldenFormatError(f"field groups: the groups' params must list 0..{n - 1} once each, got {seen}")
+        raise GoldenFormatError(
+            f"field groups: the groups' params must list 0..{n - 1} once each, got {seen}"
+        )
     groups = []
     for k, g in enumerate(doc["groups"]):
-        hp = {key: (v if isinstance(v, bool) else _num_in(v, f"groups/{k}/hyperparameters/{key}"))
-              for key, v in g["hyperparameters"].items()}
+        hp = {
+            key: (v if isinstance(v, bool) else _num_in(v, f"groups/{k}/hyperparameters/{key}"))
+            for key, v in g["hyperparameters"].items()
+        }
         groups.append({"hyperparameters": hp, "params": list(g["params"])})
     rules = []
     for k, r in enumerate(doc["rules"]):
@@ -386,7 +440,9 @@ def _build(doc: dict, array) -> Case:
                 rule[key] = _num_in(v, f"rules/{k}/{key}")
         for key in ("beta1", "beta2"):
             if not 0.0 <= rule[key] < 1.0:
-                raise GoldenFormatError(f"field rules/{k}/{key}: must lie in [0, 1), got {rule[key]}")
+                raise GoldenFormatError(
+                    f"field rules/{k}/{key}: must lie in [0, 1), got {rule[key]}"
+                )
         for key in ("lr", "eps", "weight_decay", "momentum_decay"):
             if not rule[key] >= 0.0:
                 raise GoldenFormatError(f"field rules/{k}/{key}: must be >= 0, got {rule[key]}")
@@ -406,16 +462,31 @@ def _build(doc: dict, array) -> Case:
         parts[part] = {}
         for q in QUANTITIES:
             if q == "mu_product":
-                parts[part][q] = [array((part, q), i, np.dtype(np.float64), (len(record),), f"{part}/{q}/{i}")
-                                  for i in range(n)]
+                parts[part][q] = [
+                    array((part, q), i, np.dtype(np.float64), (len(record),), f"{part}/{q}/{i}")
+                    for i in range(n)
+                ]
             else:
-                parts[part][q] = [array((part, q), i, dtype, (len(record),) + shapes[i], f"{part}/{q}/{i}")
-                                  for i in range(n)]
+                parts[part][q] = [
+                    array((part, q), i, dtype, (len(record),) + shapes[i], f"{part}/{q}/{i}")
+                    for i in range(n)
+                ]
     return Case(
-        name=doc["name"], profile=doc["profile"], dtype=dtype, groups=groups, rules=rules, steps=steps,
-        record_steps=list(record), params0=params0, grads=grads, expected=parts["expected"],
-        tolerance=parts["tolerance"], description=doc.get("description", ""),
-        profile_options=dict(doc["profile_options"]), loop=doc["loop"],
-        tolerance_derivation=doc.get("tolerance_derivation", ""), generated_by=doc.get("generated_by", ""),
+        name=doc["name"],
+        profile=doc["profile"],
+        dtype=dtype,
+        groups=groups,
+        rules=rules,
+        steps=steps,
+        record_steps=list(record),
+        params0=params0,
+        grads=grads,
+        expected=parts["expected"],
+        tolerance=parts["tolerance"],
+        description=doc.get("description", ""),
+        profile_options=dict(doc["profile_options"]),
+        loop=doc["loop"],
+        tolerance_derivation=doc.get("tolerance_derivation", ""),
+        generated_by=doc.get("generated_by", ""),
         oracle_digits=int(doc.get("oracle_digits", 0)),
     )

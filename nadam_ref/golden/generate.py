@@ -88,7 +88,9 @@ def make_case(
     if loop != "open" and dtype.kind == "c":
         raise ValueError("the closed loop is defined for real dtypes only")
     if groups is None:
-        groups = [{"hyperparameters": dict(hyperparameters or {}), "params": list(range(len(shapes)))}]
+        groups = [
+            {"hyperparameters": dict(hyperparameters or {}), "params": list(range(len(shapes)))}
+        ]
     options = {**prof.options, **(profile_options or {})}
     full_groups, rules = [], [None] * len(shapes)
     for g in groups:
@@ -96,24 +98,55 @@ def make_case(
         full_groups.append({"hyperparameters": hp, "params": list(g["params"])})
         for i in g["params"]:
             rules[i] = prof.rules(hp, dtype, options)
-    if any(r is None for r in rules) or sorted(i for g in groups for i in g["params"]) != list(range(len(shapes))):
+    if any(r is None for r in rules) or sorted(i for g in groups for i in g["params"]) != list(
+        range(len(shapes))
+    ):
         raise ValueError("the groups' params must list every parameter index exactly once")
     rng = np.random.default_rng(seed)
-    drawn0, drawn_g = draw_inputs(rng, dtype, shapes, steps, grad_kind=grad_kind,
-                                  grad_scale=grad_scale, param_scale=param_scale)
+    drawn0, drawn_g = draw_inputs(
+        rng,
+        dtype,
+        shapes,
+        steps,
+        grad_kind=grad_kind,
+        grad_scale=grad_scale,
+        param_scale=param_scale,
+    )
     params0 = drawn0 if params0 is None else [np.asarray(p, dtype) for p in params0]
-    grads = None if loop != "open" else (drawn_g if grads is None else [np.asarray(g, dtype) for g in grads])
-    record = list(range(1, steps + 1)) if record_steps is None else sorted(set(int(s) for s in record_steps))
+    grads = (
+        None
+        if loop != "open"
+        else (drawn_g if grads is None else [np.asarray(g, dtype) for g in grads])
+    )
+    record = (
+        list(range(1, steps + 1))
+        if record_steps is None
+        else sorted(set(int(s) for s in record_steps))
+    )
     real_dtypes = [np.zeros(0, dtype).real.dtype] * len(shapes)
     bound = ToleranceBound(rules, real_dtypes, feedback=1.0 if loop != "open" else 0.0)
-    exact = oracle.exact_run(rules, params0, [None] * len(shapes) if grads is None else grads, record,
-                             observe=bound)
+    exact = oracle.exact_run(
+        rules, params0, [None] * len(shapes) if grads is None else grads, record, observe=bound
+    )
     tolerance = finish(bound, exact, record, [dtype] * len(shapes))
     return Case(
-        name=name, profile=profile, dtype=dtype, groups=full_groups, rules=rules, steps=steps,
-        record_steps=record, params0=params0, grads=grads, expected=exact, tolerance=tolerance,
-        description=description, profile_options=options, loop=loop, tolerance_derivation=DERIVATION,
-        generated_by=generated_by, oracle_digits=oracle.DIGITS,
+        name=name,
+        profile=profile,
+        dtype=dtype,
+        groups=full_groups,
+        rules=rules,
+        steps=steps,
+        record_steps=record,
+        params0=params0,
+        grads=grads,
+        expected=exact,
+        tolerance=tolerance,
+        description=description,
+        profile_options=options,
+        loop=loop,
+        tolerance_derivation=DERIVATION,
+        generated_by=generated_by,
+        oracle_digits=oracle.DIGITS,
     )
 
 

@@ -81,7 +81,11 @@ def round_to(x, dtype: DTypeLike):
         if not np.isfinite(c):
             continue
         err = abs(Exact(float(c)) - x)
-        if best_err is None or err < best_err or (err == best_err and int(np.array(c).view(bits)) % 2 == 0):
+        if (
+            best_err is None
+            or err < best_err
+            or (err == best_err and int(np.array(c).view(bits)) % 2 == 0)
+        ):
             best, best_err = c, err
     return best
 
@@ -142,7 +146,9 @@ def exact_run(
         traj = {k: [] for k in out}
         for t in range(1, steps + 1):
             grad = theta if g is None else to_exact(as_real(np.array(g[t - 1])))
-            theta_new, m, v, scalars, coef = exact_step(rule, theta, grad, m, v, step, mu_product, to_state)
+            theta_new, m, v, scalars, coef = exact_step(
+                rule, theta, grad, m, v, step, mu_product, to_state
+            )
             if observe is not None:
                 observe(i, t, coef, scalars, theta, grad, theta_new, m, v)
             theta = theta_new
@@ -165,15 +171,28 @@ def exact_step(rule: dict, theta, grad, m, v, step, mu_product, to_state: Callab
     the stored step t−1 and ∏_{i<t} μ_i.  Returns (θ, m, v, scalars, coefficients)."""
     to_state = to_state or state_rounding(rule.get("state_dtype"))
     scalars = advance(
-        step, mu_product, rule["beta1"], rule["beta2"], rule["momentum_decay"],
-        compute_dtype=Exact, state_dtype=to_state, base=rule["momentum_base"],
+        step,
+        mu_product,
+        rule["beta1"],
+        rule["beta2"],
+        rule["momentum_decay"],
+        compute_dtype=Exact,
+        state_dtype=to_state,
+        base=rule["momentum_base"],
     )
     coef = coefficients(
-        scalars, lr=rule["lr"], beta1=rule["beta1"], beta2=rule["beta2"], eps=rule["eps"],
+        scalars,
+        lr=rule["lr"],
+        beta1=rule["beta1"],
+        beta2=rule["beta2"],
+        eps=rule["eps"],
         weight_decay=rule["weight_decay"],
-        decoupled_weight_decay=rule["decoupled_weight_decay"], maximize=rule["maximize"],
+        decoupled_weight_decay=rule["decoupled_weight_decay"],
+        maximize=rule["maximize"],
         # In exact arithmetic the two ways of applying the step agree.
-        split_update=False, compute_dtype=Exact, dtype=Exact,
+        split_update=False,
+        compute_dtype=Exact,
+        dtype=Exact,
     )
     # Scalars as 0-d object arrays: an mpf times an ndarray would first
     # try (slowly) to read the whole array as one number; 0-d object arrays

@@ -29,7 +29,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 #: Hyperparameter names of a golden case, in the torch vocabulary.
-HYPERPARAMETERS = ("lr", "beta1", "beta2", "eps", "momentum_decay", "weight_decay", "decoupled_weight_decay", "maximize")
+HYPERPARAMETERS = (
+    "lr",
+    "beta1",
+    "beta2",
+    "eps",
+    "momentum_decay",
+    "weight_decay",
+    "decoupled_weight_decay",
+    "maximize",
+)
 
 
 @dataclass(frozen=True)
@@ -54,10 +63,17 @@ class Profile:
     def hyperparameters(self, given: dict | None = None) -> dict:
         """The full set of hyperparameters: defaults, then ``given``; checked
         against what the framework supports (ValueError naming the field)."""
-        hp = {"weight_decay": 0.0, "decoupled_weight_decay": False, "maximize": False, **self.defaults}
+        hp = {
+            "weight_decay": 0.0,
+            "decoupled_weight_decay": False,
+            "maximize": False,
+            **self.defaults,
+        }
         for key, value in (given or {}).items():
             if key not in HYPERPARAMETERS:
-                raise ValueError(f"unknown hyperparameter {key!r}; expected one of {list(HYPERPARAMETERS)}")
+                raise ValueError(
+                    f"unknown hyperparameter {key!r}; expected one of {list(HYPERPARAMETERS)}"
+                )
             hp[key] = value
         for key, value in self.fixed.items():
             if hp[key] != value:
@@ -68,7 +84,10 @@ class Profile:
                 raise ValueError(f"profile {self.name!r} has no {kind} weight decay")
         if hp["maximize"] and not self.maximize:
             raise ValueError(f"profile {self.name!r} has no maximize")
-        hp = {k: (bool(v) if k in ("decoupled_weight_decay", "maximize") else float(v)) for k, v in hp.items()}
+        hp = {
+            k: (bool(v) if k in ("decoupled_weight_decay", "maximize") else float(v))
+            for k, v in hp.items()
+        }
         return hp
 
     def rules(self, hp: dict, dtype, options: dict | None = None) -> dict:
@@ -94,7 +113,9 @@ def _f32(x: float) -> float:
 
 def _torch(profile, r, real, opts):
     state = np.dtype(opts["scalar_state"])
-    r.update(split_update=True, scalar_dtype=state, compute_dtype=np.dtype(np.float64), state_dtype=state)
+    r.update(
+        split_update=True, scalar_dtype=state, compute_dtype=np.dtype(np.float64), state_dtype=state
+    )
     return r
 
 

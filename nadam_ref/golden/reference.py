@@ -56,14 +56,27 @@ def replay(
             for t in range(1, last + 1):
                 g = theta.copy() if case.grads is None else case.grads[i][t - 1]
                 scalars = advance(
-                    state(step + step_offset), mu_product, rule["beta1"], rule["beta2"], rule["momentum_decay"],
-                    compute_dtype=rule["compute_dtype"], state_dtype=rule["scalar_dtype"], base=rule["momentum_base"],
+                    state(step + step_offset),
+                    mu_product,
+                    rule["beta1"],
+                    rule["beta2"],
+                    rule["momentum_decay"],
+                    compute_dtype=rule["compute_dtype"],
+                    state_dtype=rule["scalar_dtype"],
+                    base=rule["momentum_base"],
                 )
                 coef = coefficients(
-                    scalars, lr=rule["lr"], beta1=rule["beta1"], beta2=rule["beta2"], eps=rule["eps"],
-                    weight_decay=rule["weight_decay"], decoupled_weight_decay=rule["decoupled_weight_decay"],
-                    maximize=rule["maximize"], split_update=rule["split_update"],
-                    compute_dtype=rule["compute_dtype"], dtype=rt.dtype,
+                    scalars,
+                    lr=rule["lr"],
+                    beta1=rule["beta1"],
+                    beta2=rule["beta2"],
+                    eps=rule["eps"],
+                    weight_decay=rule["weight_decay"],
+                    decoupled_weight_decay=rule["decoupled_weight_decay"],
+                    maximize=rule["maximize"],
+                    split_update=rule["split_update"],
+                    compute_dtype=rule["compute_dtype"],
+                    dtype=rt.dtype,
                 )
                 if hook is not None:
                     coef = hook(coef, scalars, t)

@@ -28,64 +28,259 @@ def _add(name, ext="json", **options):
 # (the recordings in tests/data/golden_frameworks/ use these cases' inputs).
 for _profile in ("torch", "tf-keras-legacy", "keras3", "optax"):
     for _dtype in ("float32", "float64"):
-        _add(f"{_profile}-{_dtype}", profile=_profile, dtype=_dtype, shapes=[(7,)], steps=30, seed=1,
-             description=f"{_profile} with its default hyperparameters, {_dtype}")
-_add("torch-float64-state64", profile="torch", dtype="float64", shapes=[(7,)], steps=30, seed=1,
-     profile_options={"scalar_state": "float64"},
-     description="torch with step and ∏μ kept in float64 (torch's default dtype set to float64)")
+        _add(
+            f"{_profile}-{_dtype}",
+            profile=_profile,
+            dtype=_dtype,
+            shapes=[(7,)],
+            steps=30,
+            seed=1,
+            description=f"{_profile} with its default hyperparameters, {_dtype}",
+        )
+_add(
+    "torch-float64-state64",
+    profile="torch",
+    dtype="float64",
+    shapes=[(7,)],
+    steps=30,
+    seed=1,
+    profile_options={"scalar_state": "float64"},
+    description="torch with step and ∏μ kept in float64 (torch's default dtype set to float64)",
+)
 # Shapes, from a scalar to a few thousand elements.
-_add("shape-scalar", profile="torch", dtype="float32", shapes=[()], steps=20, seed=2, description="a 0-d parameter")
-_add("shape-2d", profile="keras3", dtype="float64", shapes=[(4, 3)], steps=10, seed=3, description="a 4×3 matrix")
-_add("shape-large-float32", "npz", profile="torch", dtype="float32", shapes=[(2500,)], steps=4, seed=4,
-     description="2500 elements")
-_add("shape-large-float64", "npz", profile="keras3", dtype="float64", shapes=[(40, 50)], steps=3, seed=5,
-     description="a 40×50 matrix")
+_add(
+    "shape-scalar",
+    profile="torch",
+    dtype="float32",
+    shapes=[()],
+    steps=20,
+    seed=2,
+    description="a 0-d parameter",
+)
+_add(
+    "shape-2d",
+    profile="keras3",
+    dtype="float64",
+    shapes=[(4, 3)],
+    steps=10,
+    seed=3,
+    description="a 4×3 matrix",
+)
+_add(
+    "shape-large-float32",
+    "npz",
+    profile="torch",
+    dtype="float32",
+    shapes=[(2500,)],
+    steps=4,
+    seed=4,
+    description="2500 elements",
+)
+_add(
+    "shape-large-float64",
+    "npz",
+    profile="keras3",
+    dtype="float64",
+    shapes=[(40, 50)],
+    steps=3,
+    seed=5,
+    description="a 40×50 matrix",
+)
 # Edge cases.
-_add("zero-gradients", profile="torch", dtype="float64", shapes=[(4,)], steps=6, seed=6, grad_kind="zeros",
-     description="all gradients zero: m = v = 0, θ unchanged")
-_add("tiny-gradients-float64", profile="torch", dtype="float64", shapes=[(4,)], steps=8, seed=7, grad_scale=1e-30,
-     description="gradients of about 1e-30: v ≈ 1e-63, the step is ε-dominated")
-_add("tiny-gradients-float32", profile="torch", dtype="float32", shapes=[(4,)], steps=8, seed=7, grad_scale=1e-30,
-     description="gradients of about 1e-30 in float32: g² underflows, v = 0")
-_add("huge-gradients-float64", profile="torch", dtype="float64", shapes=[(4,)], steps=8, seed=8, grad_scale=1e30,
-     description="gradients of about 1e30: v ≈ 1e57")
-_add("huge-gradients-float32", profile="keras3", dtype="float32", shapes=[(4,)], steps=8, seed=8, grad_scale=1e18,
-     description="gradients of about 1e18 in float32 (1e30 would overflow g² in every float32 framework)")
-_add("eps-dominated", profile="torch", dtype="float32", shapes=[(5,)], steps=10, seed=9, grad_scale=1e-10,
-     description="√v̂ ≈ 1e-10 ≪ ε = 1e-8: the step is ε-dominated")
-_add("lr-zero", profile="torch", dtype="float32", shapes=[(5,)], steps=5, seed=10, hyperparameters={"lr": 0.0},
-     description="lr = 0: θ never moves, m and v still do")
-_add("beta1-zero", profile="torch", dtype="float64", shapes=[(5,)], steps=10, seed=11,
-     hyperparameters={"beta1": 0.0}, description="β1 = 0: μ_t = 0, no momentum")
-_add("psi-zero", profile="torch", dtype="float64", shapes=[(5,)], steps=10, seed=12,
-     hyperparameters={"momentum_decay": 0.0}, description="ψ = 0: μ_t = β1/2 for every t")
-_add("complex64", profile="torch", dtype="complex64", shapes=[(3,)], steps=10, seed=13,
-     description="complex parameters, updated as (real, imag) pairs as torch.view_as_real does")
-_add("complex128", profile="torch", dtype="complex128", shapes=[(2, 2)], steps=10, seed=14,
-     description="complex parameters, float64 parts")
-_add("param-groups", profile="torch", dtype="float32", shapes=[(3,), (2, 2), ()], steps=12, seed=15,
-     groups=[{"hyperparameters": {"lr": 1e-2, "weight_decay": 0.1}, "params": [0, 2]},
-             {"hyperparameters": {"lr": 3e-3, "momentum_decay": 1e-2},
-              "params": [1]}],
-     description="three parameters in two groups with their own lr, weight decay and ψ")
-_add("weight-decay-l2", profile="torch", dtype="float32", shapes=[(6,)], steps=15, seed=16,
-     hyperparameters={"weight_decay": 0.05}, description="L2 weight decay: g ← g + λθ")
-_add("weight-decay-decoupled-torch", profile="torch", dtype="float64", shapes=[(6,)], steps=15, seed=17,
-     hyperparameters={"weight_decay": 0.05, "decoupled_weight_decay": True},
-     description="decoupled weight decay: θ ← θ(1 − γλ) first")
-_add("weight-decay-keras3", profile="keras3", dtype="float32", shapes=[(6,)], steps=15, seed=18,
-     hyperparameters={"weight_decay": 0.004, "decoupled_weight_decay": True},
-     description="Keras 3 weight_decay (decoupled)")
-_add("weight-decay-optax-nadamw", profile="optax", dtype="float64", shapes=[(6,)], steps=15, seed=19,
-     hyperparameters={"weight_decay": 1e-4, "decoupled_weight_decay": True}, description="optax.nadamw")
-_add("maximize", profile="torch", dtype="float32", shapes=[(6,)], steps=10, seed=20,
-     hyperparameters={"maximize": True}, description="maximize: the gradient's sign flipped")
-_add("closed-loop-sphere", profile="torch", dtype="float64", shapes=[(4,)], steps=60, seed=21,
-     loop="closed:sphere", hyperparameters={"lr": 0.05},
-     description="closed loop on f(θ) = ½‖θ‖²: the gradient at each step is θ itself")
-_add("long-run", "npz", profile="torch", dtype="float64", shapes=[(2,)], steps=LONG_STEPS, seed=22,
-     grad_kind="choice", record_steps=list(range(1, 101)) + list(range(200, LONG_STEPS + 1, 100)),
-     description="10⁵ steps on two elements, gradients ±2^k (k = −2..1); recorded at steps 1..100 and every 100th")
+_add(
+    "zero-gradients",
+    profile="torch",
+    dtype="float64",
+    shapes=[(4,)],
+    steps=6,
+    seed=6,
+    grad_kind="zeros",
+    description="all gradients zero: m = v = 0, θ unchanged",
+)
+_add(
+    "tiny-gradients-float64",
+    profile="torch",
+    dtype="float64",
+    shapes=[(4,)],
+    steps=8,
+    seed=7,
+    grad_scale=1e-30,
+    description="gradients of about 1e-30: v ≈ 1e-63, the step is ε-dominated",
+)
+_add(
+    "tiny-gradients-float32",
+    profile="torch",
+    dtype="float32",
+    shapes=[(4,)],
+    steps=8,
+    seed=7,
+    grad_scale=1e-30,
+    description="gradients of about 1e-30 in float32: g² underflows, v = 0",
+)
+_add(
+    "huge-gradients-float64",
+    profile="torch",
+    dtype="float64",
+    shapes=[(4,)],
+    steps=8,
+    seed=8,
+    grad_scale=1e30,
+    description="gradients of about 1e30: v ≈ 1e57",
+)
+_add(
+    "huge-gradients-float32",
+    profile="keras3",
+    dtype="float32",
+    shapes=[(4,)],
+    steps=8,
+    seed=8,
+    grad_scale=1e18,
+    description="gradients of about 1e18 in float32 (1e30 would overflow g² in every float32 framework)",
+)
+_add(
+    "eps-dominated",
+    profile="torch",
+    dtype="float32",
+    shapes=[(5,)],
+    steps=10,
+    seed=9,
+    grad_scale=1e-10,
+    description="√v̂ ≈ 1e-10 ≪ ε = 1e-8: the step is ε-dominated",
+)
+_add(
+    "lr-zero",
+    profile="torch",
+    dtype="float32",
+    shapes=[(5,)],
+    steps=5,
+    seed=10,
+    hyperparameters={"lr": 0.0},
+    description="lr = 0: θ never moves, m and v still do",
+)
+_add(
+    "beta1-zero",
+    profile="torch",
+    dtype="float64",
+    shapes=[(5,)],
+    steps=10,
+    seed=11,
+    hyperparameters={"beta1": 0.0},
+    description="β1 = 0: μ_t = 0, no momentum",
+)
+_add(
+    "psi-zero",
+    profile="torch",
+    dtype="float64",
+    shapes=[(5,)],
+    steps=10,
+    seed=12,
+    hyperparameters={"momentum_decay": 0.0},
+    description="ψ = 0: μ_t = β1/2 for every t",
+)
+_add(
+    "complex64",
+    profile="torch",
+    dtype="complex64",
+    shapes=[(3,)],
+    steps=10,
+    seed=13,
+    description="complex parameters, updated as (real, imag) pairs as torch.view_as_real does",
+)
+_add(
+    "complex128",
+    profile="torch",
+    dtype="complex128",
+    shapes=[(2, 2)],
+    steps=10,
+    seed=14,
+    description="complex parameters, float64 parts",
+)
+_add(
+    "param-groups",
+    profile="torch",
+    dtype="float32",
+    shapes=[(3,), (2, 2), ()],
+    steps=12,
+    seed=15,
+    groups=[
+        {"hyperparameters": {"lr": 1e-2, "weight_decay": 0.1}, "params": [0, 2]},
+        {"hyperparameters": {"lr": 3e-3, "momentum_decay": 1e-2}, "params": [1]},
+    ],
+    description="three parameters in two groups with their own lr, weight decay and ψ",
+)
+_add(
+    "weight-decay-l2",
+    profile="torch",
+    dtype="float32",
+    shapes=[(6,)],
+    steps=15,
+    seed=16,
+    hyperparameters={"weight_decay": 0.05},
+    description="L2 weight decay: g ← g + λθ",
+)
+_add(
+    "weight-decay-decoupled-torch",
+    profile="torch",
+    dtype="float64",
+    shapes=[(6,)],
+    steps=15,
+    seed=17,
+    hyperparameters={"weight_decay": 0.05, "decoupled_weight_decay": True},
+    description="decoupled weight decay: θ ← θ(1 − γλ) first",
+)
+_add(
+    "weight-decay-keras3",
+    profile="keras3",
+    dtype="float32",
+    shapes=[(6,)],
+    steps=15,
+    seed=18,
+    hyperparameters={"weight_decay": 0.004, "decoupled_weight_decay": True},
+    description="Keras 3 weight_decay (decoupled)",
+)
+_add(
+    "weight-decay-optax-nadamw",
+    profile="optax",
+    dtype="float64",
+    shapes=[(6,)],
+    steps=15,
+    seed=19,
+    hyperparameters={"weight_decay": 1e-4, "decoupled_weight_decay": True},
+    description="optax.nadamw",
+)
+_add(
+    "maximize",
+    profile="torch",
+    dtype="float32",
+    shapes=[(6,)],
+    steps=10,
+    seed=20,
+    hyperparameters={"maximize": True},
+    description="maximize: the gradient's sign flipped",
+)
+_add(
+    "closed-loop-sphere",
+    profile="torch",
+    dtype="float64",
+    shapes=[(4,)],
+    steps=60,
+    seed=21,
+    loop="closed:sphere",
+    hyperparameters={"lr": 0.05},
+    description="closed loop on f(θ) = ½‖θ‖²: the gradient at each step is θ itself",
+)
+_add(
+    "long-run",
+    "npz",
+    profile="torch",
+    dtype="float64",
+    shapes=[(2,)],
+    steps=LONG_STEPS,
+    seed=22,
+    grad_kind="choice",
+    record_steps=list(range(1, 101)) + list(range(200, LONG_STEPS + 1, 100)),
+    description="10⁵ steps on two elements, gradients ±2^k (k = −2..1); recorded at steps 1..100 and every 100th",
+)
 
 
 def case_file(name: str) -> str:
@@ -97,7 +292,9 @@ def generate(name: str) -> Case:
     from .generate import make_case  # needs mpmath; loading the suite does not
 
     ext, options = SUITE[name]
-    return make_case(name, generated_by=f"nadam-ref golden generate --suite --only {name}", **options)
+    return make_case(
+        name, generated_by=f"nadam-ref golden generate --suite --only {name}", **options
+    )
 
 
 def write_suite(out_dir, names=None, *, progress=None) -> list[Path]:

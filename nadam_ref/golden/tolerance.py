@@ -48,16 +48,17 @@ from __future__ import annotations
 
 import numpy as np
 
-
 K_M, K_V, K_STEP = 8.0, 10.0, 16.0
 
 DERIVATION = (
     "Worst-case first-order rounding bound, per element and step (nadam_ref.golden.tolerance): "
     "E_m = b1*E_m' + (1-b1)*E_g + 8u*M (M: momentum of |g|); E_v = b2*E_v' + 2(1-b2)|g|*E_g + 10u*v; "
     "(+ (1-b)*u_c*k(b)*|g| resp. g^2 for 1-b in the scalar dtype, k(x) = x/(1-x)); "
-    "E_step = lr*(w_m*E_m + w_g*E_g)/(sqrt(vhat)+eps) + |step|*(16u + 4u_c*((t+1)k(b2^t) + k(mu_t) + k(prod_t) + k(prod_t+1)) + E_v/(2v)); "
+    "E_step = lr*(w_m*E_m + w_g*E_g)/(sqrt(vhat)+eps) + "
+    "|step|*(16u + 4u_c*((t+1)k(b2^t) + k(mu_t) + k(prod_t) + k(prod_t+1)) + E_v/(2v)); "
     "E_theta = (1 - lr*wd_decoupled)*E_theta' + E_step + ulp(theta); E_g = c*E_theta' (c: L2 decay, +1 closed loop); "
-    "tol = E + ulp(expected); mu_product: t*(4u_c+u_s)*prod + ulp. u: unit roundoff of the dtype, u_c: of the scalar dtype."
+    "tol = E + ulp(expected); mu_product: t*(4u_c+u_s)*prod + ulp. "
+    "u: unit roundoff of the dtype, u_c: of the scalar dtype."
 )
 
 
@@ -104,14 +105,23 @@ class ToleranceBound:
             # κ = x/(1 − x) for each cancellation of the schedule
             # (β2^t: up to t·u_c relative, as when β2 itself is rounded to the compute dtype)
             kappa = (t + 1) * _kappa(float(1 - scalars.bias_correction2)) + sum(
-                _kappa(float(x)) for x in (scalars.mu, scalars.mu_product, scalars.mu_product_next))
+                _kappa(float(x)) for x in (scalars.mu, scalars.mu_product, scalars.mu_product_next)
+            )
             rel_v = np.where(vv > 0, Ev / np.where(vv > 0, vv, 1), 0.0)
-            Estep = lr * (wm * Em + wg * Eg) / denom + dmag * (K_STEP * u + 4 * u_c * kappa + 0.5 * rel_v)
+            Estep = lr * (wm * Em + wg * Eg) / denom + dmag * (
+                K_STEP * u + 4 * u_c * kappa + 0.5 * rel_v
+            )
             Estep = np.where(np.isfinite(Estep), Estep, np.inf)
-        Eth = abs(decay) * st["Eth"] + Estep + np.spacing(np.maximum(np.abs(th), np.abs(th_old)).astype(self.real_dtypes[i]))
+        Eth = (
+            abs(decay) * st["Eth"]
+            + Estep
+            + np.spacing(np.maximum(np.abs(th), np.abs(th_old)).astype(self.real_dtypes[i]))
+        )
         prod_rel = st["prod_rel"] + 4 * u_c + u_s
         st.update(M=M, Em=Em, Ev=Ev, Eth=Eth, prod_rel=prod_rel)
-        self.tol.setdefault(i, {})[t] = dict(param=Eth, exp_avg=Em, exp_avg_sq=Ev, mu_product_rel=prod_rel)
+        self.tol.setdefault(i, {})[t] = dict(
+            param=Eth, exp_avg=Em, exp_avg_sq=Ev, mu_product_rel=prod_rel
+        )
 
 
 def _kappa(x: float) -> float:
@@ -138,7 +148,9 @@ def finish(bound: ToleranceBound, expected: dict, record_steps, dtypes) -> dict:
         rel = np.array([bound.tol[i][t]["mu_product_rel"] for t in record_steps])
         mp = expected["mu_product"][i]
         state = np.dtype(bound.rules[i].get("state_dtype") or np.float64)
-        out["mu_product"].append(rel * np.abs(mp) + np.spacing(np.abs(mp).astype(state)).astype(np.float64))
+        out["mu_product"].append(
+            rel * np.abs(mp) + np.spacing(np.abs(mp).astype(state)).astype(np.float64)
+        )
     return out
 
 
@@ -146,6 +158,8 @@ def _ulp(x: np.ndarray, real) -> np.ndarray:
     """ulp of each expected value (for complex: of the real and imaginary parts, as a complex pair)."""
     x = np.asarray(x)
     if x.dtype.kind == "c":
-        return np.spacing(np.abs(x.real)).astype(np.float64) + 1j * np.spacing(np.abs(x.imag)).astype(np.float64)
+        return np.spacing(np.abs(x.real)).astype(np.float64) + 1j * np.spacing(
+            np.abs(x.imag)
+        ).astype(np.float64)
     with np.errstate(invalid="ignore"):
         return np.where(np.isfinite(x), np.spacing(np.abs(x)), 0).astype(np.float64)

@@ -45,9 +45,13 @@ class Failure:
     ulps: float
 
     def __str__(self) -> str:
-        where = f"parameter {self.parameter}" + (f" element {list(self.index)}" if self.index else "")
-        return (f"step {self.step}, {NAMES[self.quantity]} ({self.quantity}) of {where}: expected {self.expected!r}, "
-                f"got {self.actual!r}, error {self.error:.3g} = {self.ulps:.4g} ulps > tolerance {self.tolerance:.3g}")
+        where = f"parameter {self.parameter}" + (
+            f" element {list(self.index)}" if self.index else ""
+        )
+        return (
+            f"step {self.step}, {NAMES[self.quantity]} ({self.quantity}) of {where}: expected {self.expected!r}, "
+            f"got {self.actual!r}, error {self.error:.3g} = {self.ulps:.4g} ulps > tolerance {self.tolerance:.3g}"
+        )
 
 
 @dataclass
@@ -93,9 +97,13 @@ class Report:
     def __str__(self) -> str:
         head = "PASS" if self.passed else "FAIL"
         checked = ", ".join(NAMES[q] for q in self.quantities)
-        lines = [f"{head}: {self.case} (profile {self.profile}), {self.steps_checked} recorded steps, checked {checked}"]
+        lines = [
+            f"{head}: {self.case} (profile {self.profile}), {self.steps_checked} recorded steps, checked {checked}"
+        ]
         for q in self.quantities:
-            lines.append(f"  {NAMES[q]:>2}: max error {self.max_ulps[q]:.4g} ulps, {self.max_ratio[q]:.3g} of tolerance")
+            lines.append(
+                f"  {NAMES[q]:>2}: max error {self.max_ulps[q]:.4g} ulps, {self.max_ratio[q]:.3g} of tolerance"
+            )
         if self.first_failure is not None:
             lines.append(f"  first failure: {self.first_failure}")
         if self.diagnosis is not None:
@@ -104,6 +112,7 @@ class Report:
 
 
 # -- reading an output ---------------------------------------------------------------------
+
 
 def read_actual(actual, case: Case) -> dict[str, list[np.ndarray]]:
     """An implementation's output as {quantity: [array per parameter]}, rows
@@ -124,7 +133,9 @@ def read_actual(actual, case: Case) -> dict[str, list[np.ndarray]]:
             raise
         except Exception as e:  # whatever a corrupted file provokes is a format error
             message = " ".join(str(e).split())[:120]
-            raise GoldenFormatError(f"ACTUAL {path.name}: unreadable ({type(e).__name__}: {message})") from None
+            raise GoldenFormatError(
+                f"ACTUAL {path.name}: unreadable ({type(e).__name__}: {message})"
+            ) from None
     return _normalize(actual, case)
 
 
@@ -134,7 +145,9 @@ def _normalize(actual, case: Case) -> dict[str, list[np.ndarray]]:
         if actual.record_steps != case.record_steps:
             raise GoldenFormatError("ACTUAL is a golden file recorded at other steps than the case")
     elif isinstance(actual, dict):
-        out = {q: actual[q] for q in ("param", "exp_avg", "exp_avg_sq", "mu_product") if q in actual}
+        out = {
+            q: actual[q] for q in ("param", "exp_avg", "exp_avg_sq", "mu_product") if q in actual
+        }
         if "param" not in out:
             raise GoldenFormatError("ACTUAL: a dict output needs at least 'param'")
     elif isinstance(actual, np.ndarray):
@@ -149,24 +162,34 @@ def _normalize(actual, case: Case) -> dict[str, list[np.ndarray]]:
 def _rows(q: str, arrays, case: Case) -> list[np.ndarray]:
     n = len(case.params0)
     if len(arrays) != n:
-        raise GoldenFormatError(f"ACTUAL: {len(arrays)} arrays for {NAMES[q]}, the case has {n} parameters")
+        raise GoldenFormatError(
+            f"ACTUAL: {len(arrays)} arrays for {NAMES[q]}, the case has {n} parameters"
+        )
     out = []
     for i, a in enumerate(arrays):
         a = np.asarray(a)
         if a.dtype.kind not in "fci":
-            raise GoldenFormatError(f"ACTUAL: {NAMES[q]} of parameter {i} has dtype {a.dtype}, not numbers")
+            raise GoldenFormatError(
+                f"ACTUAL: {NAMES[q]} of parameter {i} has dtype {a.dtype}, not numbers"
+            )
         shape = () if q == "mu_product" else case.shapes[i]
-        if a.shape[1:] != shape and a.size in (case.steps * math.prod(shape), len(case.record_steps) * math.prod(shape)):
+        if a.shape[1:] != shape and a.size in (
+            case.steps * math.prod(shape),
+            len(case.record_steps) * math.prod(shape),
+        ):
             a = a.reshape((-1,) + shape)
         if a.shape[1:] != shape:
             raise GoldenFormatError(
-                f"ACTUAL: {NAMES[q]} of parameter {i} has shape {list(a.shape)}, expected [steps, {', '.join(map(str, shape))}]")
+                f"ACTUAL: {NAMES[q]} of parameter {i} has shape {list(a.shape)}, "
+                f"expected [steps, {', '.join(map(str, shape))}]"
+            )
         if a.shape[0] == case.steps:
             a = a[np.array(case.record_steps) - 1]
         elif a.shape[0] != len(case.record_steps):
             raise GoldenFormatError(
                 f"ACTUAL: {NAMES[q]} of parameter {i} has {a.shape[0]} rows; expected {case.steps} (every step) "
-                f"or {len(case.record_steps)} (the recorded steps)")
+                f"or {len(case.record_steps)} (the recorded steps)"
+            )
         out.append(a)
     return out
 
@@ -191,7 +214,9 @@ def _read_bytes(data: bytes, path: Path, case: Case):
             try:
                 arrays.append(z[k])
             except Exception as e:
-                raise GoldenFormatError(f"{path}: member {k!r} of the .npz is unreadable ({type(e).__name__})") from None
+                raise GoldenFormatError(
+                    f"{path}: member {k!r} of the .npz is unreadable ({type(e).__name__})"
+                ) from None
         return arrays
     if suffix == ".csv":
         return _read_csv(data, path, case)
@@ -213,11 +238,13 @@ def _read_csv(data: bytes, path: Path, case: Case):
         raise GoldenFormatError(f"{path}: not a numeric CSV ({e})") from None
     sizes = [math.prod(s) * (2 if case.dtype.kind == "c" else 1) for s in case.shapes]
     if table.ndim != 2 or table.shape[1] != sum(sizes):
-        raise GoldenFormatError(f"{path}: has {table.shape[-1] if table.ndim == 2 else 0} columns, "
-                                f"expected {sum(sizes)} (all parameters' elements)")
+        raise GoldenFormatError(
+            f"{path}: has {table.shape[-1] if table.ndim == 2 else 0} columns, "
+            f"expected {sum(sizes)} (all parameters' elements)"
+        )
     out, start = [], 0
     for s, size in zip(case.shapes, sizes):
-        block = table[:, start:start + size]
+        block = table[:, start : start + size]
         start += size
         if case.dtype.kind == "c":
             block = block[:, 0::2] + 1j * block[:, 1::2]
@@ -226,6 +253,7 @@ def _read_csv(data: bytes, path: Path, case: Case):
 
 
 # -- comparing -----------------------------------------------------------------------------
+
 
 def _excess(actual: np.ndarray, expected: np.ndarray, tol: np.ndarray):
     """Error, its ratio to tolerance (inf where non-finite values disagree), for real or complex."""
@@ -260,12 +288,16 @@ def _state_dtype(case: Case, i: int):
     return case.rules[i].get("state_dtype") or np.float64
 
 
-def score(case: Case, actual_param: list[np.ndarray], trajectory: list[np.ndarray], upto: int) -> float:
+def score(
+    case: Case, actual_param: list[np.ndarray], trajectory: list[np.ndarray], upto: int
+) -> float:
     """Largest |actual − trajectory| in units of the case's θ tolerance, over recorded steps ≤ ``upto``."""
     rows = sum(1 for s in case.record_steps if s <= upto)
     worst = 0.0
     for i in range(len(case.params0)):
-        _, r = _excess(actual_param[i][:rows], trajectory[i][:rows], case.tolerance["param"][i][:rows])
+        _, r = _excess(
+            actual_param[i][:rows], trajectory[i][:rows], case.tolerance["param"][i][:rows]
+        )
         if r.size:
             worst = max(worst, float(np.max(r)))
     return worst
@@ -304,8 +336,13 @@ def verify(case: Case, actual, *, diagnose: bool = True) -> Report:
                     e = float(err[r].reshape(-1)[k])
                     dtype = _state_dtype(case, i) if q == "mu_product" else case.dtype
                     first = Failure(
-                        step=step, quantity=q, parameter=i, index=index,
-                        expected=exp.item(), actual=act.item(), error=e,
+                        step=step,
+                        quantity=q,
+                        parameter=i,
+                        index=index,
+                        expected=exp.item(),
+                        actual=act.item(),
+                        error=e,
                         tolerance=float(np.abs(case.tolerance[q][i][r].reshape(-1)[k])),
                         ulps=float(_ulps(np.array(e), exp, dtype)),
                     )
@@ -314,8 +351,16 @@ def verify(case: Case, actual, *, diagnose: bool = True) -> Report:
                 break
         if first:
             break
-    report = Report(first is None, case.name, case.profile, quantities, len(case.record_steps), first,
-                    max_ulps, max_ratio)
+    report = Report(
+        first is None,
+        case.name,
+        case.profile,
+        quantities,
+        len(case.record_steps),
+        first,
+        max_ulps,
+        max_ratio,
+    )
     if first is not None and diagnose:
         report.diagnosis = diagnose_output(case, got["param"])
     return report
@@ -331,7 +376,9 @@ def diagnose_output(case: Case, actual_param: list[np.ndarray]) -> Diagnosis:
         scores[cand.name] = score(case, actual_param, traj, upto)
         labels[cand.name] = cand.label
     if not scores:
-        return Diagnosis("no alternative applies to this case", None, None, False, {}, expected_score, upto)
+        return Diagnosis(
+            "no alternative applies to this case", None, None, False, {}, expected_score, upto
+        )
     best = min(scores, key=lambda k: scores[k])
     s = scores[best]
     also = [k for k in sorted(scores, key=lambda k: scores[k]) if k != best and scores[k] <= 1.0]
@@ -341,12 +388,24 @@ def diagnose_output(case: Case, actual_param: list[np.ndarray]) -> Diagnosis:
             verdict += "; equally consistent with " + "; ".join(labels[k] for k in also)
         matches = True
     elif s < 0.1 * expected_score:
-        verdict = (f"closest to {labels[best]} ({s:.3g} of tolerance, against {expected_score:.3g} "
-                   "for the case itself)")
+        verdict = (
+            f"closest to {labels[best]} ({s:.3g} of tolerance, against {expected_score:.3g} "
+            "for the case itself)"
+        )
         matches = False
     else:
-        verdict = ("no other profile or known mistake explains it better "
-                   f"(best: {labels[best]} at {s:.3g} of tolerance, the case itself {expected_score:.3g})")
+        verdict = (
+            "no other profile or known mistake explains it better "
+            f"(best: {labels[best]} at {s:.3g} of tolerance, the case itself {expected_score:.3g})"
+        )
         best, matches = None, False
-    return Diagnosis(verdict, best, labels.get(best) if best else None, matches, scores, expected_score, upto,
-                     also if matches else [])
+    return Diagnosis(
+        verdict,
+        best,
+        labels.get(best) if best else None,
+        matches,
+        scores,
+        expected_score,
+        upto,
+        also if matches else [],
+    )

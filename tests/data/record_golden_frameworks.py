@@ -29,8 +29,16 @@ OUT = HERE / "golden_frameworks"
 
 #: framework → the suite cases it is recorded on
 RECORDINGS = {
-    "torch": ["torch-float32", "torch-float64", "torch-float64-state64", "weight-decay-l2",
-              "weight-decay-decoupled-torch", "maximize", "complex64", "param-groups"],
+    "torch": [
+        "torch-float32",
+        "torch-float64",
+        "torch-float64-state64",
+        "weight-decay-l2",
+        "weight-decay-decoupled-torch",
+        "maximize",
+        "complex64",
+        "param-groups",
+    ],
     "tf-keras-legacy": ["tf-keras-legacy-float32", "tf-keras-legacy-float64"],
     "keras3": ["keras3-float32", "keras3-float64", "weight-decay-keras3"],
     "optax": ["optax-float32", "optax-float64", "weight-decay-optax-nadamw"],
@@ -60,11 +68,18 @@ def _run_torch(case) -> list[np.ndarray]:
     params = [torch.tensor(p.copy()) for p in case.params0]
     groups = []
     for hp, idx in _groups(case):
-        groups.append({
-            "params": [params[i] for i in idx], "lr": hp["lr"], "betas": (hp["beta1"], hp["beta2"]),
-            "eps": hp["eps"], "weight_decay": hp["weight_decay"], "momentum_decay": hp["momentum_decay"],
-            "decoupled_weight_decay": hp["decoupled_weight_decay"], "maximize": hp["maximize"],
-        })
+        groups.append(
+            {
+                "params": [params[i] for i in idx],
+                "lr": hp["lr"],
+                "betas": (hp["beta1"], hp["beta2"]),
+                "eps": hp["eps"],
+                "weight_decay": hp["weight_decay"],
+                "momentum_decay": hp["momentum_decay"],
+                "decoupled_weight_decay": hp["decoupled_weight_decay"],
+                "maximize": hp["maximize"],
+            }
+        )
     opt = torch.optim.NAdam(groups, foreach=False)
     out = [[] for _ in params]
     for t in range(case.steps):
@@ -80,11 +95,15 @@ def record_tf_keras_legacy(case) -> list[np.ndarray]:
     import tensorflow as tf
     import tf_keras
 
-    (hp, _), = _groups(case)
+    ((hp, _),) = _groups(case)
     variables = [tf.Variable(p.copy()) for p in case.params0]
     opt = tf_keras.optimizers.legacy.Nadam(
-        learning_rate=hp["lr"], beta_1=hp["beta1"], beta_2=hp["beta2"], epsilon=hp["eps"],
-        schedule_decay=hp["momentum_decay"])
+        learning_rate=hp["lr"],
+        beta_1=hp["beta1"],
+        beta_2=hp["beta2"],
+        epsilon=hp["eps"],
+        schedule_decay=hp["momentum_decay"],
+    )
     out = [[] for _ in variables]
     for t in range(case.steps):
         opt.apply_gradients([(tf.constant(case.grads[i][t]), v) for i, v in enumerate(variables)])
@@ -97,18 +116,23 @@ def record_keras3(case) -> list[np.ndarray]:
     os.environ.setdefault("KERAS_BACKEND", "torch")
     import keras
 
-    (hp, _), = _groups(case)
+    ((hp, _),) = _groups(case)
     dtype = case.dtype.name
     variables = [keras.Variable(p.copy(), dtype=dtype) for p in case.params0]
     kwargs = {}
     if hp["weight_decay"]:
         kwargs["weight_decay"] = hp["weight_decay"]
-    opt = keras.optimizers.Nadam(learning_rate=hp["lr"], beta_1=hp["beta1"], beta_2=hp["beta2"],
-                                 epsilon=hp["eps"], **kwargs)
+    opt = keras.optimizers.Nadam(
+        learning_rate=hp["lr"], beta_1=hp["beta1"], beta_2=hp["beta2"], epsilon=hp["eps"], **kwargs
+    )
     out = [[] for _ in variables]
     for t in range(case.steps):
-        opt.apply_gradients([(keras.ops.convert_to_tensor(case.grads[i][t], dtype=dtype), v)
-                             for i, v in enumerate(variables)])
+        opt.apply_gradients(
+            [
+                (keras.ops.convert_to_tensor(case.grads[i][t], dtype=dtype), v)
+                for i, v in enumerate(variables)
+            ]
+        )
         for i, v in enumerate(variables):
             out[i].append(keras.ops.convert_to_numpy(v.value).copy())
     return [np.array(x) for x in out]
@@ -122,9 +146,11 @@ def record_optax(case) -> list[np.ndarray]:
     import jax.numpy as jnp
     import optax
 
-    (hp, _), = _groups(case)
+    ((hp, _),) = _groups(case)
     if hp["weight_decay"]:
-        opt = optax.nadamw(hp["lr"], b1=hp["beta1"], b2=hp["beta2"], eps=hp["eps"], weight_decay=hp["weight_decay"])
+        opt = optax.nadamw(
+            hp["lr"], b1=hp["beta1"], b2=hp["beta2"], eps=hp["eps"], weight_decay=hp["weight_decay"]
+        )
     else:
         opt = optax.nadam(hp["lr"], b1=hp["beta1"], b2=hp["beta2"], eps=hp["eps"])
     params = [jnp.asarray(p) for p in case.params0]
@@ -139,8 +165,12 @@ def record_optax(case) -> list[np.ndarray]:
     return [np.array(x) for x in out]
 
 
-RECORDERS = {"torch": record_torch, "tf-keras-legacy": record_tf_keras_legacy,
-             "keras3": record_keras3, "optax": record_optax}
+RECORDERS = {
+    "torch": record_torch,
+    "tf-keras-legacy": record_tf_keras_legacy,
+    "keras3": record_keras3,
+    "optax": record_optax,
+}
 
 
 def recording_path(out: Path, framework: str, case: str) -> Path:
@@ -155,8 +185,10 @@ def _record_one(framework: str, case_name: str, out: Path) -> None:
     for i, a in enumerate(trajectories):
         if a.dtype != case.dtype or a.shape != (case.steps,) + case.shapes[i]:
             raise SystemExit(f"{framework} on {case_name}: got {a.dtype} {a.shape}")
-    np.savez_compressed(recording_path(out, framework, case_name),
-                        **{f"param_{i}": a for i, a in enumerate(trajectories)})
+    np.savez_compressed(
+        recording_path(out, framework, case_name),
+        **{f"param_{i}": a for i, a in enumerate(trajectories)},
+    )
 
 
 def main(argv=None) -> int:
@@ -179,7 +211,9 @@ def main(argv=None) -> int:
     status = 0
     for framework in args.only or RECORDERS:
         extra = ["--cases", *args.cases] if args.cases else []
-        r = subprocess.run([sys.executable, __file__, "--framework", framework, "--out", str(out), *extra], env=env)
+        r = subprocess.run(
+            [sys.executable, __file__, "--framework", framework, "--out", str(out), *extra], env=env
+        )
         status = status or r.returncode
     return status
 

@@ -109,7 +109,9 @@ def run_keras3(case: str, dtype: str, steps: int = STEPS):
     import keras
 
     if keras.backend.backend() != "torch":
-        raise RuntimeError(f"Keras 3 runs on the {keras.backend.backend()} backend; set KERAS_BACKEND=torch")
+        raise RuntimeError(
+            f"Keras 3 runs on the {keras.backend.backend()} backend; set KERAS_BACKEND=torch"
+        )
     initial, grads = problem(case)
     variables = [keras.Variable(x.astype(dtype), dtype=dtype) for x in initial]
     opt = keras.optimizers.Nadam(**kwargs_for(case, "keras3"))
@@ -118,7 +120,9 @@ def run_keras3(case: str, dtype: str, steps: int = STEPS):
         pairs = []
         for g, v in zip(grads, variables):
             row = g[t]
-            pairs.append((None if np.isnan(row).all() else keras.ops.convert_to_tensor(row.astype(dtype)), v))
+            pairs.append(
+                (None if np.isnan(row).all() else keras.ops.convert_to_tensor(row.astype(dtype)), v)
+            )
         opt.apply_gradients(pairs)
         for traj, v in zip(trajectory, variables):
             traj[t] = keras.ops.convert_to_numpy(v.value)
@@ -137,15 +141,23 @@ def versions() -> dict:
     import tf_keras
     import torch
 
-    return {"tensorflow": tf.__version__, "tf_keras": tf_keras.__version__, "keras": keras.__version__,
-            "torch": torch.__version__, "keras_backend": keras.backend.backend()}
+    return {
+        "tensorflow": tf.__version__,
+        "tf_keras": tf_keras.__version__,
+        "keras": keras.__version__,
+        "torch": torch.__version__,
+        "keras_backend": keras.backend.backend(),
+    }
 
 
 def main() -> None:
     OUT.mkdir(exist_ok=True)
     for case, spec in CASES.items():
         initial, grads = problem(case)
-        arrays = {"config": np.array(json.dumps(spec)), "versions": np.array(json.dumps(versions()))}
+        arrays = {
+            "config": np.array(json.dumps(spec)),
+            "versions": np.array(json.dumps(versions())),
+        }
         for i, (x0, g) in enumerate(zip(initial, grads)):
             arrays[f"initial/{i}"] = x0
             arrays[f"grads/{i}"] = g
