@@ -1,0 +1,374 @@
+"""What may change between two steps of one optimizer, and what a step does then.
+
+A step of the default (Numba) backend skips work it has done before when the
+arrays, their shapes, dtypes and flags, and the group options are the ones
+it last checked.  Each test changes one thing between steps and requires
+what the full path gives: the NumPy reference backend's bits (an optimizer
+twin on ``backend="numpy"`` fed the same changes, itself checked against
+values derived by hand in tests/test_optimizer.py and against torch), or the
+same error, with the message naming the same thing, and parameters and state
+left as they were.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nadam_ref import NAdam, Parameter
+from nadam_ref.functional import NonFiniteError
+
+RNG = np.random.default_rng(16)
+
+
+def _random(shape, dtype, scale=1.0):
+    """A fresh array (0-d included) of ``dtype``; complex ones with both parts random."""
+    x = RNG.standard_normal(shape) * scale
+    if np.dtype(dtype).kind == "c":
+        x = x + 1j * RNG.standard_normal(shape) * scale
+    return np.array(x, dtype=dtype)
+
+
+def _arrays(shapes, dtype):
+    return [_random(s, dtype) for s in shapes]
+
+
+class Twins:
+    """The same optimizer on the Numba backend and on the NumPy reference,
+    stepped with the same gradients and the same edits."""
+
+    def __init__(self, shapes=((3,), (2, 4), ()), dtype=np.float64, groups=None, **options):
+        self.thetas = _arrays(shapes, dtype)
+        self.opts, self.params = [], []
+        for backend in ("numba", "numpy"):
+            params = [Parameter(t.copy()) for t in self.thetas]
+            spec = (
+                [{"params": [params[i] for i in idx], **extra} for idx, extra in groups]
+                if groups is not None
+                else params
+            )
+            self.opts.append(NAdam(spec, backend=backend, **options))
+            self.params.append(params)
+
+    def each(self, edit):
+        """Apply ``edit(opt, params)`` to both twins."""
+        for opt, params in zip(self.opts, self.params):
+            edit(opt, params)
+
+    def grads(self, scale=1.0):
+        """Give every parameter a fresh gradient (new arrays, the same values for both)."""
+        values = [_random(t.shape, t.dtype, scale) for t in self.thetas]
+        for params in self.params:
+            for p, g in zip(params, values):
+                p.grad = g.copy()
+
+    def step(self, steps=1, new_grads=True):
+        for _ in range(steps):
+            if new_grads:
+                self.grads()
+            for opt in self.opts:
+                opt.step()
+            self.same()
+
+    def same(self):
+        ours, ref = self.opts
+        for p, q in zip(*self.params):
+            assert p.data.shape == q.data.shape
+            _bits_equal(p.data, q.data)
+            assert (p in ours.state) == (q in ref.state)
+            if p in ours.state:
+                s, r = ours.state[p], ref.state[q]
+                _bits_equal(s["exp_avg"], r["exp_avg"])
+                _bits_equal(s["exp_avg_sq"], r["exp_avg_sq"])
+                assert s["step"] == r["step"] and s["mu_product"] == r["mu_product"]
+                assert type(s["step"]) is type(r["step"])
+
+    def fails_alike(self, error, match):
+        """Both twins' steps raise ``error`` with the same message (matching
+        ``match``); neither changes anything."""
+        messages = []
+        for opt, params in zip(self.opts, self.params):
+            before = _snapshot(opt, params)
+            with pytest.raises(error, match=match) as caught:
+                opt.step()
+            messages.append(str(caught.value))
+            after = _snapshot(opt, params)
+            assert len(before) == len(after)
+            for a, b in zip(before, after):
+                _bits_equal(a, b)
+        assert messages[0] == messages[1]
+
+
+def _bits_equal(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.dtype == b.dtype and a.shape == b.shape
+    assert np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
+
+
+def _snapshot(opt, params):
+    out = [p.data.copy() for p in params]
+    for p in params:
+        s = opt.state.get(p)
+        if s is not None:
+            out += [s["exp_avg"].copy(), s["exp_avg_sq"].copy(), np.asarray(s["step"])]
+    return out
+
+
+# -- the same arrays, and new ones ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+def test_many_steps_with_new_gradients_give_the_reference_bits(dtype):
+    twins = Twins(dtype=dtype)
+    twins.step(12)
+
+
+def test_the_same_gradient_arrays_refilled_in_place():
+    twins = Twins()
+    twins.grads()
+    for _ in range(6):
+        twins.each(lambda opt, params: [p.grad.__imul__(0.5) for p in params])
+        for opt in twins.opts:
+            opt.step()
+        twins.same()
+
+
+def test_a_parameter_array_replaced_by_a_new_one():
+    twins = Twins()
+    twins.step(3)
+    fresh = RNG.standard_normal(3)
+    twins.each(lambda opt, params: setattr(params[0], "data", fresh.copy()))
+    twins.step(3)
+
+
+def test_views_and_arrays_compiled_code_cannot_address_fall_back_alike():
+    twins = Twins(shapes=((4, 3), (5,), (6,)))
+    twins.step(2)
+
+    def odd_grads(opt, params):
+        params[0].grad = np.ascontiguousarray(params[0].grad.T).T  # transposed view
+        params[1].grad = np.broadcast_to(params[1].grad[:1], (5,))  # stride 0, read-only
+        raw = np.zeros(6 * 8 + 1, np.uint8)[1:].view(np.float64)  # misaligned
+        raw[...] = params[2].grad
+        params[2].grad = raw
+
+    for _ in range(3):
+        twins.grads()
+        twins.each(odd_grads)
+        for opt in twins.opts:
+            opt.step()
+        twins.same()
+
+
+def test_parameters_in_the_other_byte_order():
+    twins = Twins(dtype=np.dtype(np.float64).newbyteorder())
+    twins.step(3)
+
+
+def test_a_read_only_gradient_is_fine():
+    twins = Twins()
+    twins.step(2)
+    twins.grads()
+    twins.each(lambda opt, params: params[1].grad.setflags(write=False))
+    for opt in twins.opts:
+        opt.step()
+    twins.same()
+
+
+def test_a_gradient_set_to_none_skips_its_parameter():
+    twins = Twins()
+    twins.step(2)
+    twins.grads()
+    twins.each(lambda opt, params: setattr(params[1], "grad", None))
+    for opt in twins.opts:
+        opt.step()
+    twins.same()
+    twins.step(2)
+
+
+def test_zero_size_and_mixed_dtype_parameters():
+    twins = Twins(shapes=((0,), (3,), (2, 0)))
+    twins.step(3)
+    mixed = Twins(groups=[([0, 1, 2], {})])
+    mixed.each(lambda opt, params: None)
+    mixed.step(2)
+
+
+# -- bad changes: the same error as the full path, and nothing changed ----------------------------
+
+
+def test_gradient_reallocated_with_another_shape():
+    twins = Twins()
+    twins.step(2)
+    twins.grads()
+    twins.each(lambda opt, params: setattr(params[1], "grad", np.ones((4, 2))))
+    twins.fails_alike(ValueError, r"gradient of .* has shape \(4, 2\)")
+
+
+def test_gradient_reshaped_in_place():
+    twins = Twins()
+    twins.step(2)
+    twins.grads()
+    twins.each(lambda opt, params: setattr(params[1].grad, "shape", (4, 2)))
+    twins.fails_alike(ValueError, r"has shape \(4, 2\)")
+
+
+def test_gradient_of_another_dtype_or_not_an_array():
+    twins = Twins()
+    twins.step(2)
+    twins.grads()
+    twins.each(lambda opt, params: setattr(params[0], "grad", params[0].grad.astype(np.float32)))
+    twins.fails_alike(TypeError, "dtype float32")
+    twins.each(lambda opt, params: setattr(params[0], "grad", [1.0, 2.0, 3.0]))
+    twins.fails_alike(TypeError, "must be an array, got list")
+
+
+def test_parameter_made_read_only_or_reshaped_in_place():
+    twins = Twins()
+    twins.step(2)
+    twins.grads()
+    twins.each(lambda opt, params: params[0].data.setflags(write=False))
+    twins.fails_alike(ValueError, "read-only")
+    twins.each(lambda opt, params: params[0].data.setflags(write=True))
+    twins.step(1, new_grads=False)
+
+    def reshape(opt, params):
+        params[1].data.shape = (8,)
+        params[1].grad = params[1].grad.reshape(8)
+
+    twins.each(reshape)
+    twins.fails_alike(ValueError, r"exp_avg of .* has shape \(2, 4\)")
+
+
+def test_state_arrays_replaced_or_edited():
+    twins = Twins()
+    twins.step(2)
+    twins.each(lambda opt, params: opt.state[params[0]].__setitem__("exp_avg", np.full(3, 0.25)))
+    twins.step(2)
+    twins.each(lambda opt, params: opt.state[params[0]].__setitem__("step", np.float64(40)))
+    twins.step(2)
+    twins.each(lambda opt, params: setattr(opt.state[params[1]]["exp_avg_sq"], "shape", (8,)))
+    twins.fails_alike(ValueError, r"exp_avg_sq of .* has shape \(8,\)")
+    twins.each(lambda opt, params: setattr(opt.state[params[1]]["exp_avg_sq"], "shape", (2, 4)))
+    twins.each(lambda opt, params: opt.state[params[1]]["exp_avg"].setflags(write=False))
+    twins.fails_alike(ValueError, "exp_avg of .* read-only")
+
+
+def test_a_bad_parameter_in_a_later_group_leaves_the_earlier_groups_alone():
+    twins = Twins(groups=[([0, 1], {}), ([2], {"lr": 0.1})])
+    twins.step(2)
+    twins.grads()
+    twins.each(lambda opt, params: setattr(params[2], "grad", np.ones(2)))
+    twins.fails_alike(ValueError, r"gradient of param_groups\[1\]")
+
+
+# -- group options, groups and loaded state -----------------------------------------------------
+
+
+def test_group_options_edited_between_steps():
+    twins = Twins(groups=[([0, 1], {}), ([2], {"lr": 0.1})])
+    twins.step(2)
+    edits = [
+        ("lr", 0.05),
+        ("lr", np.float32(0.05)),  # equal to no float64 value above: its own bits
+        ("betas", (0.8, 0.99)),
+        ("eps", 1e-3),
+        ("weight_decay", 0.1),
+        ("decoupled_weight_decay", True),
+        ("momentum_decay", 0.5),
+        ("maximize", True),
+    ]
+    for key, value in edits:
+        twins.each(
+            lambda opt, params, key=key, value=value: opt.param_groups[0].__setitem__(key, value)
+        )
+        twins.step(2)
+
+
+def test_betas_as_a_list_edited_in_place():
+    twins = Twins()
+    twins.each(lambda opt, params: opt.param_groups[0].__setitem__("betas", [0.9, 0.999]))
+    twins.step(2)
+    twins.each(lambda opt, params: opt.param_groups[0]["betas"].__setitem__(1, 0.5))
+    twins.step(2)
+    twins.each(lambda opt, params: opt.param_groups[0]["betas"].__setitem__(0, 1.5))
+    twins.fails_alike(ValueError, "Invalid beta parameter at index 0")
+
+
+@pytest.mark.parametrize(
+    "key, value, error, match",
+    [
+        ("lr", -1.0, ValueError, "Invalid learning rate"),
+        ("lr", True, ValueError, "lr must be a real number"),
+        ("lr", float("nan"), ValueError, "Invalid learning rate"),
+        ("eps", "1e-8", ValueError, "eps must be a real number"),
+        ("betas", (0.9,), ValueError, "betas must be a pair"),
+    ],
+)
+def test_invalid_group_option_set_between_steps(key, value, error, match):
+    twins = Twins()
+    twins.step(2)
+    twins.grads()
+    twins.each(lambda opt, params: opt.param_groups[0].__setitem__(key, value))
+    twins.fails_alike(error, match)
+
+
+def test_group_added_and_parameter_appended_between_steps():
+    twins = Twins()
+    twins.step(2)
+    extra = RNG.standard_normal((3, 2))
+    more = RNG.standard_normal(5)
+
+    def add(opt, params):
+        params.append(Parameter(extra.copy()))
+        opt.add_param_group({"params": [params[-1]], "lr": 0.02})
+
+    def append(opt, params):
+        params.append(Parameter(more.copy()))
+        opt.param_groups[0]["params"].append(params[-1])
+
+    twins.each(add)
+    twins.thetas.append(extra)
+    twins.step(2)
+    twins.each(append)
+    twins.thetas.append(more)
+    twins.step(2)
+
+
+def test_loaded_state_is_used_by_the_next_step():
+    twins = Twins()
+    twins.step(3)
+    saved = twins.opts[1].state_dict()
+    twins.step(2)
+    twins.each(lambda opt, params: opt.load_state_dict(saved))
+    twins.step(3)
+
+
+def test_check_finite_switched_on_between_steps():
+    twins = Twins()
+    twins.step(2)
+    twins.each(lambda opt, params: setattr(opt, "check_finite", True))
+    twins.grads()
+    twins.each(lambda opt, params: params[1].grad.__setitem__((1, 2), np.nan))
+    twins.fails_alike(NonFiniteError, r"gradient of .* is not finite at index \(1, 2\)")
+
+
+def test_lr_edit_between_steps_matches_a_hand_derived_second_step():
+    """θ_2 after θ_1 with lr γ1 and then γ2, from the algorithm box by hand (float64)."""
+    theta0, g1, g2 = 0.75, 0.5, -0.25
+    b1, b2, eps, psi, lr1, lr2 = 0.9, 0.999, 1e-8, 4e-3, 0.01, 0.03
+    x = np.array([theta0])
+    p = Parameter(x)
+    opt = NAdam([p], lr=lr1)
+    mu = [b1 * (1 - 0.5 * 0.96 ** (t * psi)) for t in (1, 2, 3)]
+    theta, m, v, prod = theta0, 0.0, 0.0, 1.0
+    for t, (g, lr) in enumerate(((g1, lr1), (g2, lr2)), start=1):
+        p.grad = np.array([g])
+        opt.param_groups[0]["lr"] = lr
+        opt.step()
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        prod *= mu[t - 1]
+        m_hat = mu[t] * m / (1 - prod * mu[t]) + (1 - mu[t - 1]) * g / (1 - prod)
+        theta -= lr * m_hat / (np.sqrt(v / (1 - b2**t)) + eps)
+        assert x[0] == pytest.approx(theta, rel=1e-14)
