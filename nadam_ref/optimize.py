@@ -146,7 +146,8 @@ def minimize(
             0 (the default) disables the test.
         disp: False for silence; True for about ten progress lines and a
             summary; an integer N for a progress line every N iterations.
-        progress: a progress bar redrawn in place: None (the default) shows
+        progress: a tqdm progress bar (``tqdm.auto``: a widget in a
+            notebook, a line redrawn in place in a terminal): None (the default) shows
             it when ``disp`` is on, the output is a terminal or a notebook,
             and the run has lasted over a second; True always; False never.
         return_all: also return ``allvecs``, the list of every iterate.
@@ -658,12 +659,11 @@ def _interactive(stream: TextIO) -> bool:
 
 
 class _Display:
-    """Progress lines every ``every`` iterations, and a one-line bar redrawn
-    in place with a carriage return (which terminals and Jupyter both honour)."""
+    """Progress lines every ``every`` iterations, and a tqdm progress bar
+    (``tqdm.auto``: a widget in a notebook, a line redrawn in place in a terminal)."""
 
     BAR_DELAY = 1.0  # seconds before an automatic bar appears: short runs never show one
     BAR_INTERVAL = 0.2  # seconds between redraws (a notebook keeps every one in its output)
-    WIDTH = 30
 
     def __init__(
         self,
@@ -676,13 +676,27 @@ class _Display:
         self.stream = stream if stream is not None else sys.stdout
         self.every, self.maxiter = every, maxiter
         if progress is None:
-            self.bar = disp and maxiter > 0 and _interactive(self.stream)
-            self.delay = self.BAR_DELAY
+            show, self.delay = disp and maxiter > 0 and _interactive(self.stream), self.BAR_DELAY
         else:
-            self.bar, self.delay = bool(progress) and maxiter > 0, 0.0
-        self.start_time = time.perf_counter()
-        self.drawn_at = None
-        self.bar_length = 0  # characters of the bar on screen now
+            show, self.delay = bool(progress) and maxiter > 0, 0.0
+        self.bar = None
+        if show:
+            if self.stream is sys.stdout:
+                from tqdm.auto import tqdm  # the notebook widget when run in Jupyter
+            else:
+                from tqdm import tqdm
+            # Redraws are rate-limited here (BAR_INTERVAL) rather than by tqdm, so that the
+            # last iteration is always drawn and f is formatted only for a redraw.
+            self.bar = tqdm(
+                total=maxiter,
+                file=self.stream,
+                delay=self.delay,
+                mininterval=0,
+                miniters=1,
+                leave=False,
+                unit="it",
+            )
+        self.drawn_at = -math.inf
 
     def start(self, f: float, gnorm: float) -> None:
         if self.every:
@@ -692,41 +706,24 @@ class _Display:
     def update(self, nit: int, f: float, gnorm: float) -> None:
         if self.every and nit % self.every == 0:
             self._print(f"{nit:>8} {f:>16.9e} {gnorm:>11.4e}")
-        if self.bar:
+        if self.bar is not None:
             now = time.perf_counter()
-            if now - self.start_time >= self.delay and (
-                self.drawn_at is None
-                or now - self.drawn_at >= self.BAR_INTERVAL
-                or nit == self.maxiter
-            ):
+            if now - self.drawn_at >= self.BAR_INTERVAL or nit == self.maxiter:
                 self.drawn_at = now
-                self._draw(nit, f, now - self.start_time)
-
-    def _draw(self, nit: int, f: float, elapsed: float) -> None:
-        done = nit / self.maxiter
-        filled = int(self.WIDTH * done)
-        rate = nit / elapsed if elapsed > 0 else 0.0
-        left = (self.maxiter - nit) / rate if rate > 0 else 0.0
-        bar = (
-            f"|{'#' * filled}{'.' * (self.WIDTH - filled)}| {nit}/{self.maxiter} "
-            f"{100 * done:3.0f}% f={f:.4e} {rate:.0f} it/s, <={left:.0f} s left "
-        )
-        self.stream.write("\r" + bar.ljust(self.bar_length))
-        self.stream.flush()
-        self.bar_length = len(bar)
-
-    def _clear(self) -> None:
-        if self.bar_length:
-            self.stream.write("\r" + " " * self.bar_length + "\r")
-            self.bar_length = 0
+                self.bar.set_postfix_str(f"f={f:.4e}", refresh=False)
+                self.bar.update(nit - self.bar.n)  # tqdm draws only once its delay has passed
 
     def _print(self, line: str) -> None:
-        self._clear()
-        self.stream.write(line + "\n")
-        self.stream.flush()
+        if self.bar is not None:
+            self.bar.write(line, file=self.stream)  # clears the bar, prints, redraws it
+        else:
+            self.stream.write(line + "\n")
+            self.stream.flush()
 
     def close(self) -> None:
-        self._clear()
+        if self.bar is not None:
+            self.bar.close()  # leave=False: the bar is cleared
+            self.bar = None
         self.stream.flush()
 
     def summary(self, res: OptimizeResult) -> None:
@@ -776,7 +773,10 @@ def demo_main(argv: list[str]) -> int:
         help="gradient: scipy.optimize.rosen_der, or SciPy's finite differences (default exact)",
     )
     parser.add_argument(
-        "--backend", default="numpy", choices=sorted(functional.BACKENDS), help="NAdam backend"
+        "--backend",
+        default=inspect.signature(NAdam).parameters["backend"].default,  # NAdam's own: numba
+        choices=sorted(functional.BACKENDS),
+        help="NAdam backend (default: NAdam's, numba)",
     )
     options = parser.parse_args(argv)
     if options.dim < 2:

@@ -12,8 +12,10 @@ import inspect
 import io
 import math
 import os
+import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -840,11 +842,18 @@ def test_disp_true_prints_about_ten_lines(capsys):
     assert len(rows) == 11
 
 
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
 def test_progress_bar_is_drawn_in_place_and_cleared(capsys):
     minimize(beale, [1.0, 1.0], jac=beale_der, lr=0.1, maxiter=50, gtol=0, progress=True)
     out = capsys.readouterr().out
-    assert out.startswith("\r|") and "50/50 100%" in out
-    assert out.endswith("\r") and out.rstrip("\r ").endswith("left")  # the last bar is blanked out
+    assert out.startswith("\r") and "50/50" in out and "100%" in out  # tqdm's bar, in place
+    res = minimize(beale, [1.0, 1.0], jac=beale_der, lr=0.1, maxiter=50, gtol=0)
+    assert f"f={res.fun:.4e}" in out  # the last redraw shows the final f
+    assert out.endswith("\r") and out.rstrip("\r ").endswith("]")  # the last bar is blanked out
 
 
 def test_bar_is_cleared_when_fun_raises(capsys):
@@ -856,19 +865,54 @@ def test_bar_is_cleared_when_fun_raises(capsys):
     with pytest.raises(RuntimeError, match="model diverged"):
         minimize(fun, [1.0, 1.0], jac=beale_der, lr=0.1, maxiter=50, gtol=0, progress=True)
     out = capsys.readouterr().out
-    assert "|" in out and out.endswith("\r") and out.rstrip("\r ").endswith("left")
+    assert "|" in out and out.endswith("\r") and out.rstrip("\r ").endswith("]")
 
 
 def test_bar_shows_only_in_terminals_and_notebooks():
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
-
     assert nopt._interactive(Terminal()) and not nopt._interactive(io.StringIO())
     display = nopt._Display(every=0, progress=None, maxiter=10, disp=True, stream=Terminal())
-    assert display.bar and display.delay == nopt._Display.BAR_DELAY  # only once a run is long
+    assert display.bar is not None and display.delay == nopt._Display.BAR_DELAY
+    display.close()
     display = nopt._Display(every=0, progress=None, maxiter=10, disp=True, stream=io.StringIO())
-    assert not display.bar
+    assert display.bar is None
+
+
+def run_display(stream, steps, seconds_per_step, every=0):
+    """Drive a display as minimize does, one update per (slow) iteration."""
+    display = nopt._Display(every=every, progress=None, maxiter=steps, disp=True, stream=stream)
+    display.start(1.0, 1.0)
+    for nit in range(1, steps + 1):
+        time.sleep(seconds_per_step)
+        display.update(nit, 1.0 / nit, 1.0)
+    display.close()
+    return stream.getvalue()
+
+
+def test_bar_appears_only_after_its_delay(monkeypatch):
+    monkeypatch.setattr(nopt._Display, "BAR_DELAY", 0.3)
+    assert run_display(Terminal(), 10, 0.001) == ""  # 10 ms: over before the delay
+    out = run_display(Terminal(), 60, 0.01)  # 0.6 s: shown from about 0.3 s on
+    assert "60/60" in out and "100%" in out
+    first = int(re.search(r"(\d+)/60", out).group(1))
+    assert first >= 2  # nothing drawn at the start (without the delay: 0/60, then 1/60)
+
+
+def test_bar_redraws_at_most_every_interval(monkeypatch):
+    monkeypatch.setattr(nopt._Display, "BAR_DELAY", 0.0)
+    monkeypatch.setattr(nopt._Display, "BAR_INTERVAL", 0.1)
+    start = time.perf_counter()
+    out = run_display(Terminal(), 100, 0.003)
+    seconds = time.perf_counter() - start
+    redraws = out.count("it/s")  # each drawn bar shows the rate
+    assert 2 <= redraws <= seconds / 0.1 + 3  # 100 iterations, a few redraws (and the last)
+    assert "100/100" in out
+
+
+def test_progress_lines_and_bar_do_not_overwrite_each_other(monkeypatch):
+    monkeypatch.setattr(nopt._Display, "BAR_DELAY", 0.0)
+    out = run_display(Terminal(), 20, 0.002, every=5)
+    lines = [line.split("\r")[-1] for line in out.split("\n")]  # what stays on screen
+    assert [int(line.split()[0]) for line in lines[1:-1]] == [0, 5, 10, 15, 20]
 
 
 # -- the demo command -----------------------------------------------------------------------
@@ -890,6 +934,7 @@ def test_demo_command_minimizes_rosenbrock():
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "2-D Rosenbrock" in out and "Optimization terminated successfully" in out
+    assert "backend=numba" in out  # the default backend, as NAdam(params) has it
     rows = [line.split() for line in out.splitlines() if line.split() and line.split()[0].isdigit()]
     assert [int(r[0]) for r in rows][:4] == [0, 1000, 2000, 3000]
     assert "Reached the minimizer within 0.001." in out
