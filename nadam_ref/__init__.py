@@ -22,11 +22,35 @@ _LAZY = {
     "save": "nadam_ref.checkpoint",
     "load": "nadam_ref.checkpoint",
 }
+#: The public submodules: each is an attribute after ``import nadam_ref``
+#: (``nadam_ref.golden.load(...)``), imported when first used, so that importing
+#: the package stays cheap (no SciPy, Numba, mpmath or torch until needed).
+SUBMODULES = (
+    "backend_cuda",
+    "backend_numba",
+    "backend_numpy",
+    "checkpoint",
+    "cli",
+    "element",
+    "functional",
+    "golden",
+    "keras",
+    "optimize",
+    "optimizer",
+    "schedule",
+    "torch_interop",
+)
 
 __all__ = ["NAdam", "Parameter", "nadam", "minimize", "save", "load", "__version__"]
 
 
-def __getattr__(name):
+def __getattr__(name: str):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'nadam_ref' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, *SUBMODULES})

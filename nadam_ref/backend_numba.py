@@ -34,7 +34,10 @@ The element function is inlined into the loop at Numba's IR level
 vectorised, and the step runs several times slower.
 
 Compiled code is cached on disk (``cache=True``): a second process loads it
-instead of compiling.  Arrays that compiled code cannot address element by
+instead of compiling.  The cache only saves time: where Numba finds no
+writable place for it (a read-only install without a writable home
+directory), the functions are compiled in memory, with one warning that says
+how to set ``NUMBA_CACHE_DIR``.  Arrays that compiled code cannot address element by
 element — misaligned data, strides that are not a multiple of the item size,
 non-native byte order — are handed to the NumPy reference, which gives the
 same bits.
@@ -42,6 +45,7 @@ same bits.
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -61,7 +65,41 @@ CHUNK = 1 << 15
 #: Below this many elements in one call, threads cost more than they save.
 PARALLEL_THRESHOLD = 1 << 16
 
-_element = njit(nadam_element, inline="always", error_model="numpy", cache=True)
+
+def _njit(function=None, **options):
+    """``numba.njit(function, cache=True, **options)``, or without the disk
+    cache when Numba has nowhere to write it (it then raises "cannot cache
+    function ...: no locator available" as the function is decorated)."""
+    if function is None:
+        return lambda f: _njit(f, **options)
+    try:
+        return njit(function, cache=True, **options)
+    except RuntimeError as error:
+        if "cannot cache" not in str(error):
+            raise
+    _warn_no_cache(function)
+    return njit(function, **options)
+
+
+_warned_no_cache = False
+
+
+def _warn_no_cache(function) -> None:
+    global _warned_no_cache
+    if not _warned_no_cache:
+        _warned_no_cache = True
+        warnings.warn(
+            "nadam_ref: Numba has no writable place for its disk cache of compiled code "
+            f"(not beside {function.__code__.co_filename}, nor in NUMBA_CACHE_DIR or the user's "
+            "cache directory), so the Numba backend compiles in memory and every new process "
+            "compiles again (a few seconds). Set NUMBA_CACHE_DIR to a writable directory "
+            "to keep the compiled code.",
+            RuntimeWarning,
+            stacklevel=1,  # raised while the module is imported: no caller to point at
+        )
+
+
+_element = _njit(nadam_element, inline="always", error_model="numpy")
 
 
 @intrinsic
@@ -76,7 +114,7 @@ def _pointer(typingctx, address):
     return types.voidptr(address), codegen
 
 
-@njit(cache=True, error_model="numpy")
+@_njit(error_model="numpy")
 def _run_chunk(
     tensor,
     start,
@@ -194,7 +232,7 @@ def _run_chunk(
         k += run
 
 
-@njit(cache=True)
+@_njit
 def _chunks(sizes, chunk):
     """The work of a step as pieces, (tensor, first element, end element),
     each at most ``chunk`` elements of one tensor, and the pieces grouped into
@@ -225,7 +263,7 @@ def _chunks(sizes, chunk):
     return pieces, units[: u + 1]
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@_njit(parallel=True, error_model="numpy")
 def _update_parallel(
     sizes,
     itemsize,
@@ -284,7 +322,7 @@ def _update_parallel(
             )
 
 
-@njit(cache=True, error_model="numpy")
+@_njit(error_model="numpy")
 def _update_serial(
     sizes,
     itemsize,

@@ -1,7 +1,8 @@
 """The ``nadam-ref`` command (also ``python -m nadam_ref``).
 
 * ``nadam-ref demo``: minimize the Rosenbrock function with NAdam, printing progress;
-* ``nadam-ref golden ...``: list, generate and verify golden test vectors.
+* ``nadam-ref golden ...``: list, generate and verify golden test vectors;
+* ``nadam-ref --version``: the installed version.
 
 Each subcommand lives with the feature it drives; this module only dispatches.
 """
@@ -23,7 +24,7 @@ COMMANDS = {
 
 
 def usage() -> str:
-    lines = ["usage: nadam-ref COMMAND [options]", "", "commands:"]
+    lines = ["usage: nadam-ref COMMAND [options]  |  nadam-ref --version", "", "commands:"]
     lines += [f"  {name:<8} {help_line}" for name, (_, _, help_line) in COMMANDS.items()]
     lines.append("\n'nadam-ref COMMAND --help' describes each command's options.")
     return "\n".join(lines)
@@ -34,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from . import __version__
+
+        print(f"nadam-ref {__version__}")
+        return 0
     if argv[0] not in COMMANDS:
         print(f"nadam-ref: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2

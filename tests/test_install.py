@@ -1,0 +1,195 @@
+"""What a newcomer meets first: the package as installed, imported and run
+from the shell.
+
+* a read-only install with no writable home directory (a container user such
+  as ``nobody``) still runs the Numba backend: it compiles in memory;
+* every public submodule is an attribute of ``nadam_ref`` after one import,
+  loaded only when first used;
+* ``nadam-ref --version`` and the project's metadata.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import nadam_ref
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_python(code: str, env: dict | None = None, prefix: tuple = (), **kwargs):
+    return subprocess.run(
+        [*prefix, sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8", **(env or {})},
+        **kwargs,
+    )
+
+
+# -- a read-only install ---------------------------------------------------------------------
+
+
+def _read_only_copy(tmp_path: Path) -> tuple[Path, Path]:
+    """The package copied as pip would install it (no __pycache__, hence no
+    Numba cache files), then made read-only, and a read-only home directory."""
+    site = tmp_path / "site-packages"
+    shutil.copytree(
+        REPO / "nadam_ref", site / "nadam_ref", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    for path in [home, site, *site.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    return site, home
+
+
+def _as_unprivileged() -> tuple:
+    """A command prefix under which file permissions apply to this process."""
+    if os.geteuid() != 0:
+        return ()
+    # Root without capabilities is an unprivileged user for file access: it cannot write a
+    # directory whose write bits are off, even its own.  (`runuser -u nobody` would need an
+    # interpreter that nobody can read; this one may live under /root.)
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: cannot make the install read-only")
+    return (setpriv, "--inh-caps=-all", "--bounding-set=-all", "--")
+
+
+def test_read_only_install_without_a_home_compiles_in_memory(tmp_path):
+    site, home = _read_only_copy(tmp_path)
+    prefix = _as_unprivileged()
+    probe = run_python(
+        f"open({str(site / 'nadam_ref' / 'probe')!r}, 'w')", prefix=prefix, cwd=tmp_path
+    )
+    assert probe.returncode != 0 and "PermissionError" in probe.stderr  # really read-only
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME")}
+    env.update(HOME=str(home), PYTHONPATH=str(site), PYTHONIOENCODING="utf-8")
+    done = subprocess.run(
+        [
+            *prefix,
+            sys.executable,
+            "-W",
+            "always",  # so that a warning repeated per compiled function would show
+            "-c",
+            textwrap.dedent(
+                """
+                import sys
+
+                import numpy as np
+                import nadam_ref
+
+                assert nadam_ref.__file__.startswith(sys.argv[1]), nadam_ref.__file__
+                rng = np.random.default_rng(0)
+                w = rng.standard_normal(1000)
+                reference, w0 = w.copy(), w.copy()
+                numba_opt = nadam_ref.NAdam([w], lr=0.01)  # the default backend, numba
+                numpy_opt = nadam_ref.NAdam([reference], lr=0.01, backend="numpy")
+                for _ in range(3):
+                    g = rng.standard_normal(1000)
+                    for opt in (numba_opt, numpy_opt):
+                        opt.param_groups[0]["params"][0].grad = g
+                        opt.step()
+                assert np.array_equal(w, reference), "numba and numpy disagree"
+                assert np.all(w != w0), "not updated in place"
+                print("stepped")
+                """
+            ),
+            str(site),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "stepped" in done.stdout
+    assert done.stderr.count("RuntimeWarning") == 1, (
+        done.stderr
+    )  # one warning, not one per function
+    assert "NUMBA_CACHE_DIR" in done.stderr and "compiles in memory" in done.stderr
+    assert not list(site.rglob("*.nbi")) and not list(home.rglob("*"))  # nothing was written
+
+
+# -- the package's attributes ----------------------------------------------------------------
+
+
+def test_every_public_submodule_is_an_attribute_loaded_on_first_use():
+    modules = {p.stem for p in (REPO / "nadam_ref").glob("*.py")} - {"__init__", "__main__"}
+    packages = {p.parent.name for p in (REPO / "nadam_ref").glob("*/__init__.py")}
+    assert set(nadam_ref.SUBMODULES) == modules | packages  # a new module must be listed
+    done = run_python(
+        """
+        import sys
+        import nadam_ref
+
+        heavy = ("scipy", "numba", "mpmath", "torch", "jsonschema", "tqdm")
+        loaded = sorted(m for m in heavy if m in sys.modules)
+        assert not loaded, f"import nadam_ref loaded {loaded}"
+        case = nadam_ref.golden.load(nadam_ref.golden.suite_path("torch-float32"))
+        assert case.steps == 30 and case.profile == "torch", case
+        assert "numba" not in sys.modules  # reading a golden case needs no compiler
+        for name in nadam_ref.SUBMODULES:
+            module = getattr(nadam_ref, name)
+            assert module.__name__ == "nadam_ref." + name, module
+            assert name in dir(nadam_ref)
+        assert callable(nadam_ref.backend_cuda.kernel_ptx)
+        assert callable(nadam_ref.torch_interop.from_torch_state_dict)
+        try:
+            nadam_ref.no_such_module
+        except AttributeError as error:
+            assert "no_such_module" in str(error)
+        else:
+            raise AssertionError("an unknown attribute was found")
+        print("ok")
+        """,
+        env={"PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+# -- the command line and the metadata ---------------------------------------------------------
+
+
+def test_version_option():
+    for option in ("--version", "-V"):
+        done = subprocess.run(
+            [sys.executable, "-m", "nadam_ref", option],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == f"nadam-ref {nadam_ref.__version__}"
+
+
+def test_built_metadata_has_the_version_dependencies_and_project_urls(tmp_path):
+    # The metadata pip writes for a wheel, built from this checkout's pyproject.toml.
+    done = run_python(
+        f"""
+        import setuptools.build_meta as build
+        print(build.prepare_metadata_for_build_wheel({str(tmp_path)!r}))
+        """,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr
+    metadata = (tmp_path / done.stdout.split()[-1] / "METADATA").read_text()
+    fields = [line.split(": ", 1) for line in metadata.splitlines() if ": " in line]
+    assert ["Version", nadam_ref.__version__] in fields  # one version, written in __init__.py
+    requires = {value.split(">")[0] for key, value in fields if key == "Requires-Dist"}
+    assert {"numpy", "numba", "scipy", "tqdm"} <= requires
+    urls = dict(value.split(", ", 1) for key, value in fields if key == "Project-URL")
+    assert "torch.optim.NAdam" in urls and all(u.startswith("https://") for u in urls.values())
+    assert any(key == "Classifier" for key, _ in fields)
