@@ -18,6 +18,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import nadam_ref
@@ -193,3 +194,66 @@ def test_built_metadata_has_the_version_dependencies_and_project_urls(tmp_path):
     urls = dict(value.split(", ", 1) for key, value in fields if key == "Project-URL")
     assert "torch.optim.NAdam" in urls and all(u.startswith("https://") for u in urls.values())
     assert any(key == "Classifier" for key, _ in fields)
+
+
+# -- the golden command line -------------------------------------------------------------------
+
+
+def nadam_ref_cli(*argv, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "nadam_ref", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONIOENCODING": "utf-8"},
+    )
+
+
+def test_generate_suite_writes_to_the_current_directory_never_the_package(tmp_path):
+    from nadam_ref.golden import suite_path
+
+    shipped = {p.name: p.stat().st_mtime_ns for p in suite_path().iterdir()}
+    # One case by name and one by the file name that `golden list` prints.
+    done = nadam_ref_cli(
+        "golden", "generate", "--suite", "--only", "lr-zero", "shape-2d.json", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lr-zero.json", "shape-2d.json"]
+    for name in ("lr-zero.json", "shape-2d.json"):
+        assert (tmp_path / name).read_bytes() == suite_path(name).read_bytes()  # same bytes
+    assert {p.name: p.stat().st_mtime_ns for p in suite_path().iterdir()} == shipped
+    out = tmp_path / "elsewhere"
+    assert nadam_ref_cli("golden", "generate", "--suite", "--only", "lr-zero", "--out", str(out))
+    assert [p.name for p in out.iterdir()] == ["lr-zero.json"]
+    done = nadam_ref_cli("golden", "generate", "--suite", "--only", "no-such-case", cwd=tmp_path)
+    assert done.returncode == 2 and "unknown suite case 'no-such-case'" in done.stderr
+
+
+def test_verify_takes_a_suite_case_by_name_or_by_file_name(tmp_path):
+    from nadam_ref.golden import load, suite_path
+
+    case = load(suite_path("tf-keras-legacy-float64"))
+    # A correct output derived from the case itself: its expected θ, which passes exactly.
+    np.savez(tmp_path / "out.npz", *case.expected["param"])
+    for name in ("tf-keras-legacy-float64", "tf-keras-legacy-float64.json"):
+        done = nadam_ref_cli("golden", "verify", name, "out.npz", cwd=tmp_path)
+        assert done.returncode == 0 and done.stdout.startswith("PASS"), done.stdout + done.stderr
+    done = nadam_ref_cli("golden", "verify", "tf-keras-legacy-float64.npz", "out.npz", cwd=tmp_path)
+    assert done.returncode == 2 and "no such file, nor a suite case" in done.stderr
+
+
+def test_a_wrong_row_count_is_named_once_when_every_step_is_recorded():
+    from nadam_ref.golden import GoldenFormatError, load, suite_path, verify
+
+    case = load(suite_path("torch-float64"))  # 30 steps, every one recorded
+    assert case.steps == len(case.record_steps) == 30
+    with pytest.raises(GoldenFormatError) as error:
+        verify(case, {"param": [case.expected["param"][0][:29]]})
+    assert str(error.value).endswith("has 29 rows; expected 30, one per step")
+    case = load(suite_path("long-run"))  # 10⁵ steps, some recorded
+    assert len(case.record_steps) < case.steps
+    with pytest.raises(GoldenFormatError) as error:
+        verify(case, {"param": [case.expected["param"][0][:3]]})
+    expected = f"expected 100000 (every step) or {len(case.record_steps)} (the recorded steps)"
+    assert str(error.value).endswith(expected)

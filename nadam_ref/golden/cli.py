@@ -1,11 +1,12 @@
 """``nadam-ref golden list|generate|verify``: the golden vectors from the shell.
 
     nadam-ref golden list
-    nadam-ref golden generate --suite [--out DIR] [--only NAME ...]
+    nadam-ref golden generate --suite [--out DIR] [--only CASE ...]
     nadam-ref golden generate --profile torch --dtype float32 --steps 50 --shape 3,4 --seed 0 --out case.json
     nadam-ref golden verify CASE ACTUAL
 
-CASE is a golden file or the name of a suite case; ACTUAL is another
+CASE is a golden file, or a suite case by its name (``torch-float32``) or its
+file name (``torch-float32.json``, as ``list`` prints it); ACTUAL is another
 implementation's output: a golden-format file, or θ per step as ``.npy``
 ([steps, *shape], one parameter), ``.npz`` (one such array per parameter, in
 order) or ``.csv`` (one row per step).  verify exits 0 when the output meets
@@ -46,13 +47,20 @@ def parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="generate one case, or the whole suite (--suite)")
     g.add_argument(
-        "--suite", action="store_true", help="regenerate the suite shipped in the package"
+        "--suite",
+        action="store_true",
+        help="regenerate the suite shipped in the package, into --out or the current directory",
     )
-    g.add_argument("--only", nargs="+", metavar="NAME", help="with --suite: only these cases")
+    g.add_argument(
+        "--only",
+        nargs="+",
+        metavar="CASE",
+        help="with --suite: only these cases (names or file names)",
+    )
     g.add_argument(
         "--out",
         help="output file (.json or .npz) for one case; directory for --suite "
-        "(default: the package's suite directory)",
+        "(default: the current directory; the installed suite is never written)",
     )
     g.add_argument("--name", default=None, help="the case's name (default: from the options)")
     g.add_argument(
@@ -87,7 +95,7 @@ def parser() -> argparse.ArgumentParser:
     )
 
     v = sub.add_parser("verify", help="check an implementation's output against a case")
-    v.add_argument("case", help="a golden file, or the name of a suite case")
+    v.add_argument("case", help="a golden file, or a suite case by name or file name (see 'list')")
     v.add_argument("actual", help="the output: golden-format file, or θ per step as .npy/.npz/.csv")
     v.add_argument("--no-diagnosis", action="store_true", help="skip the diagnosis of a failure")
     return p
@@ -126,12 +134,7 @@ def _generate(args) -> int:
     from .suite import write_suite
 
     if args.suite:
-        out = Path(args.out) if args.out else None
-        if out is None:
-            from .suite import suite_path
-
-            out = suite_path()
-        write_suite(out, args.only, progress=lambda p: print(f"wrote {p}"))
+        write_suite(Path(args.out or "."), args.only, progress=lambda p: print(f"wrote {p}"))
         return 0
     if args.only:
         raise ValueError("--only goes with --suite")
@@ -173,12 +176,17 @@ def _generate(args) -> int:
 
 def _verify(args) -> int:
     from .format import load
-    from .suite import SUITE, suite_path
+    from .suite import suite_path
     from .verifier import verify
 
     case_path = Path(args.case)
-    if not case_path.exists() and args.case in SUITE:
-        case_path = suite_path(args.case)
+    if not case_path.exists():
+        try:
+            case_path = suite_path(args.case)
+        except ValueError:
+            raise FileNotFoundError(
+                f"{args.case}: no such file, nor a suite case ('nadam-ref golden list' shows them)"
+            ) from None
     case = load(case_path)
     report = verify(case, args.actual, diagnose=not args.no_diagnosis)
     print(report)

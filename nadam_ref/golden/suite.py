@@ -297,14 +297,24 @@ def generate(name: str) -> Case:
     )
 
 
+def suite_name(name: str) -> str:
+    """The suite case ``name`` names: a case's name (``torch-float32``) or its
+    file's (``torch-float32.json``, as ``nadam-ref golden list`` prints it)."""
+    if name in SUITE:
+        return name
+    stem, _, ext = str(name).rpartition(".")
+    if stem in SUITE and SUITE[stem][0] == ext:
+        return stem
+    raise ValueError(f"unknown suite case {name!r}; 'nadam-ref golden list' shows them")
+
+
 def write_suite(out_dir, names=None, *, progress=None) -> list[Path]:
-    """Regenerate the suite (or the cases ``names``) into ``out_dir``."""
+    """Regenerate the suite (or the cases ``names``, by name or file name) into ``out_dir``."""
+    names = [suite_name(n) for n in names] if names else list(SUITE)  # all checked first
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name in names or SUITE:
-        if name not in SUITE:
-            raise ValueError(f"unknown suite case {name!r}")
+    for name in names:
         case = generate(name)
         path = out / case_file(name)
         save(case, path)
@@ -315,13 +325,12 @@ def write_suite(out_dir, names=None, *, progress=None) -> list[Path]:
 
 
 def suite_path(name: str | None = None) -> Path:
-    """The shipped suite's directory, or the file of case ``name``."""
+    """The shipped suite's directory, or the file of case ``name`` (a case's
+    name or its file name)."""
     base = Path(str(resources.files("nadam_ref.golden").joinpath("suite")))
     if name is None:
         return base
-    if name not in SUITE:
-        raise ValueError(f"unknown suite case {name!r}; 'nadam-ref golden list' shows them")
-    return base / case_file(name)
+    return base / case_file(suite_name(name))
 
 
 def suite_cases() -> list[str]:

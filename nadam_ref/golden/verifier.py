@@ -186,9 +186,13 @@ def _rows(q: str, arrays, case: Case) -> list[np.ndarray]:
         if a.shape[0] == case.steps:
             a = a[np.array(case.record_steps) - 1]
         elif a.shape[0] != len(case.record_steps):
+            expected = f"{case.steps}, one per step"
+            if len(case.record_steps) != case.steps:
+                expected = (
+                    f"{case.steps} (every step) or {len(case.record_steps)} (the recorded steps)"
+                )
             raise GoldenFormatError(
-                f"ACTUAL: {NAMES[q]} of parameter {i} has {a.shape[0]} rows; expected {case.steps} (every step) "
-                f"or {len(case.record_steps)} (the recorded steps)"
+                f"ACTUAL: {NAMES[q]} of parameter {i} has {a.shape[0]} rows; expected {expected}"
             )
         out.append(a)
     return out
