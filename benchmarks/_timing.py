@@ -1,4 +1,5 @@
-"""Timing helpers shared by the benchmark scripts.
+"""Timing helpers shared by the benchmark scripts (and :func:`cuda_backend`,
+which the CUDA ones start with).
 
 Benchmarks here compare implementations *side by side in one run*: on a
 shared machine absolute times drift by 2× between runs (REFERENCE.md §4), so
@@ -14,6 +15,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -96,3 +98,14 @@ def write_json(path: str | os.PathLike, payload: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
     return path
+
+
+def cuda_backend(script: str):
+    """``nadam_ref.backend_cuda``; without numba-cuda, one line on stderr saying
+    which extra to install, and exit status 2 (nothing measured)."""
+    try:
+        from nadam_ref import backend_cuda
+    except ImportError as error:
+        print(f"{script}: {error}; nothing measured.", file=sys.stderr)
+        raise SystemExit(2) from None
+    return backend_cuda

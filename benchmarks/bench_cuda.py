@@ -29,7 +29,8 @@ whether the GPU's parameters are bit-identical to it (they must be: the
 kernel is compiled without FMA contraction), and how far each torch contender
 ended from nadam_ref.
 
-Usage (needs a CUDA GPU; exits with status 2 and a message where there is none)::
+Usage (needs a CUDA GPU and numba-cuda, the ``cuda`` extra; exits with status 2 and a
+one-line message where either is missing)::
 
     python benchmarks/bench_cuda.py                    # both cases, 30 rounds
     python benchmarks/bench_cuda.py --cases big --repeats 50
@@ -51,7 +52,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import format_seconds, format_table, interleaved_times, machine, write_json  # noqa: E402
+from _timing import (  # noqa: E402
+    cuda_backend,
+    format_seconds,
+    format_table,
+    interleaved_times,
+    machine,
+    write_json,
+)
 
 # This checkout's nadam_ref, whichever copy is installed (imported in main, after
 # --simulate has had its say: the simulator is chosen before Numba is imported).
@@ -103,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         no_gpu(
             "NUMBA_ENABLE_CUDASIM is set, so Numba would simulate the GPU; unset it, or pass --simulate"
         )
+    cuda_backend("bench_cuda.py")  # numba-cuda, or a line naming the extra and exit 2
     from numba import cuda
 
     if not cuda.is_available():

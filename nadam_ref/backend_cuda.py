@@ -84,8 +84,8 @@ try:
     from numba.cuda.np.numpy_support import carray
 except ImportError as error:  # pragma: no cover - numba-cuda is a dependency of the extra
     raise ImportError(
-        "the cuda backend needs the numba-cuda package (tested with 0.30): "
-        "pip install 'nadam_ref[cuda]' (or pip install 'numba-cuda>=0.30')"
+        "the cuda backend needs numba-cuda (tested with 0.30), which nadam_ref's cuda extra "
+        "installs: from the clone, pip install '.[cuda]' (CUDA 13 driver; '.[cuda12]' for CUDA 12)"
     ) from error
 
 #: True when Numba's CUDA simulator stands in for a GPU (NUMBA_ENABLE_CUDASIM=1).

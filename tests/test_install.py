@@ -257,3 +257,45 @@ def test_a_wrong_row_count_is_named_once_when_every_step_is_recorded():
         verify(case, {"param": [case.expected["param"][0][:3]]})
     expected = f"expected 100000 (every step) or {len(case.record_steps)} (the recorded steps)"
     assert str(error.value).endswith(expected)
+
+
+# -- without numba-cuda ------------------------------------------------------------------------
+
+#: Runs a script as if numba-cuda were not installed: its import hook (which makes
+#: ``numba.cuda`` numba-cuda's) is removed and the package cannot be found.
+WITHOUT_NUMBA_CUDA = """
+import importlib.abc, runpy, sys
+
+class NoNumbaCuda(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "numba_cuda":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path[:] = [NoNumbaCuda()] + [
+    f for f in sys.meta_path if type(f).__name__ != "NumbaCudaFinder"
+]
+script, sys.argv = sys.argv[1], sys.argv[1:]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["bench_cuda.py"], ["bench_cuda.py", "--simulate"], ["bench_cuda_host.py"]],
+    ids=" ".join,
+)
+def test_cuda_benchmarks_without_numba_cuda_name_the_extra(argv, tmp_path):
+    script = REPO / "benchmarks" / argv[0]
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_NUMBA_CUDA, str(script), *argv[1:], "--out", os.devnull],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO), "NUMBA_ENABLE_CUDASIM": "0"},
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr  # one line
+    assert lines[0].startswith(f"{argv[0]}: the cuda backend needs numba-cuda")
+    assert "pip install '.[cuda]'" in lines[0] and "nothing measured" in lines[0]
