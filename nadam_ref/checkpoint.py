@@ -24,7 +24,11 @@ allocates anything.  Nothing is ever unpickled.
 Writing is atomic: the file is written under a temporary name in the same
 directory, flushed to disk (fsync), renamed over ``path`` (``os.replace``)
 and the directory is fsynced, so a crash leaves either the old checkpoint or
-the new one, never a mixture.  Reading is all-or-nothing: any truncation,
+the new one, never a mixture.  A process killed mid-save (SIGKILL, power
+loss) cannot remove its temporary file, so the name says what it is and who
+wrote it, ``.<name>.nadam_ref-tmp.<pid>.<random>.tmp``, and the next
+successful save of the same path deletes those whose process is gone (never
+one that a live process on this machine is still writing).  Reading is all-or-nothing: any truncation,
 corruption or inconsistency raises :class:`CheckpointError` (a ValueError)
 naming the field, and no partial state is ever returned.
 """
@@ -36,6 +40,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 import zipfile
 from typing import Any
@@ -78,7 +83,7 @@ def save(state_dict: dict[str, Any], path: str | os.PathLike) -> None:
     path = os.fspath(path)
     arrays, metadata = _encode(state_dict)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=_temporary_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             _write_npz(f, metadata, arrays)
@@ -93,6 +98,46 @@ def save(state_dict: dict[str, Any], path: str | os.PathLike) -> None:
             pass
         raise
     _fsync_directory(directory)
+    _remove_stray_temporaries(path)
+
+
+#: Marks the temporary files of a save: ``.<name>.nadam_ref-tmp.<pid>.<random>.tmp``.
+_TEMPORARY = "nadam_ref-tmp"
+
+
+def _temporary_prefix(path: str) -> str:
+    return f".{os.path.basename(path)}.{_TEMPORARY}.{os.getpid()}."
+
+
+def _remove_stray_temporaries(path: str) -> None:
+    """Delete the temporary files that killed saves of ``path`` left behind."""
+    directory = os.path.dirname(os.path.abspath(path))
+    stray = re.compile(re.escape(f".{os.path.basename(path)}.{_TEMPORARY}.") + r"(\d+)\.\w+\.tmp")
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        match = stray.fullmatch(name)
+        if match and not _process_alive(int(match.group(1))):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:  # removed meanwhile, or not ours to remove: only tidiness is lost
+                pass
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (True when that cannot be told, and
+    for this process, whose other threads may be saving the same path)."""
+    if os.name != "posix":
+        return True  # os.kill would terminate the process on Windows
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but belongs to another user
+        return True
+    return True
 
 
 def _encode(state_dict) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

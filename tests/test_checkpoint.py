@@ -13,6 +13,9 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,6 +212,76 @@ def test_crash_while_writing_keeps_the_old_checkpoint(saved, monkeypatch, fail_a
     assert _leftovers(path.parent) == []
     nadam_ref.save(newer, path)  # and a later save succeeds
     assert nadam_ref.load(path)["param_groups"][0]["lr"] == 0.5
+
+
+#: A process that saves a checkpoint of lr=<argv[2]> to argv[1] and stops half-way through
+#: writing its temporary file until a line arrives on stdin.
+STALLED_SAVE = """
+import sys
+
+import numpy as np
+
+import nadam_ref
+from nadam_ref import checkpoint
+
+opt = nadam_ref.NAdam([np.zeros(1000)], lr=float(sys.argv[2]), backend="numpy")
+opt.param_groups[0]["params"][0].grad = np.ones(1000)
+opt.step()
+write = checkpoint._write_npz
+
+def stalled(f, metadata, arrays):
+    f.write(b"half a checkpoint")
+    f.flush()
+    print("writing", flush=True)
+    sys.stdin.readline()
+    f.seek(0)
+    f.truncate()
+    write(f, metadata, arrays)
+
+checkpoint._write_npz = stalled
+nadam_ref.save(opt.state_dict(), sys.argv[1])
+print("saved", flush=True)
+"""
+
+
+def _stalled_save(path, lr):
+    child = subprocess.Popen(
+        [sys.executable, "-c", STALLED_SAVE, str(path), str(lr)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert child.stdout.readline().strip() == "writing"
+    return child
+
+
+def test_a_killed_save_leaves_its_temporary_file_until_the_next_save(saved):
+    """SIGKILL cannot be caught, so a save killed mid-write leaves its temporary file: it is
+    named for the checkpoint and the process, and the next save of that path removes it,
+    but not the file of a save still in progress, nor those of other checkpoints."""
+    path, sd = saved
+    old = path.read_bytes()
+    killed = _stalled_save(path, 0.25)
+    killed.kill()
+    killed.wait()  # reaped: its pid is gone
+    assert path.read_bytes() == old  # the checkpoint itself is intact
+    (stray,) = _leftovers(path.parent)
+    assert stray.startswith(f".{path.name}.nadam_ref-tmp.{killed.pid}.")
+    other = path.parent / f".other.ckpt.nadam_ref-tmp.{killed.pid}.abc.tmp"
+    other.write_bytes(b"")  # another checkpoint's: not this save's to remove
+    running = _stalled_save(path, 0.5)
+    (in_flight,) = set(_leftovers(path.parent)) - {stray, other.name}
+    try:
+        nadam_ref.save(sd, path)
+        assert _leftovers(path.parent) == sorted([in_flight, other.name])
+        assert nadam_ref.load(path)["param_groups"][0]["lr"] == sd["param_groups"][0]["lr"]
+    finally:
+        running.stdin.write("go on\n")
+        running.stdin.close()
+    assert running.stdout.read().strip() == "saved" and running.wait(timeout=60) == 0
+    assert nadam_ref.load(path)["param_groups"][0]["lr"] == 0.5  # its rename still worked
+    assert _leftovers(path.parent) == [other.name]
 
 
 def test_save_keeps_permissions(saved):
