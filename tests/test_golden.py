@@ -480,7 +480,7 @@ def test_shipped_json_files_validate_against_the_shipped_schema():
         (lambda d: d.update(steps=0), "steps"),
         (lambda d: d.update(record_steps=[3, 2]), "record_steps"),
         (lambda d: d["groups"][0].update(params=[0]), "groups"),
-        (lambda d: d.update(version=2), "version"),
+        (lambda d: d.update(version=3), "version"),
     ],
 )
 def test_loader_names_the_bad_field(small_case, edit, field):

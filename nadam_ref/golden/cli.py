@@ -4,6 +4,7 @@
     nadam-ref golden generate --suite [--out DIR] [--only CASE ...]
     nadam-ref golden generate --profile torch --dtype float32 --steps 50 --shape 3,4 --seed 0 --out case.json
     nadam-ref golden verify CASE ACTUAL
+    nadam-ref golden run [CASE ... | --suite] [--profile P] [--junit FILE] [--json FILE] -- COMMAND ARGS...
 
 CASE is a golden file, or a suite case by its name (``torch-float32``) or its
 file name (``torch-float32.json``, as ``list`` prints it); ACTUAL is another
@@ -11,6 +12,9 @@ implementation's output: a golden-format file, or θ per step as ``.npy``
 ([steps, *shape], one parameter), ``.npz`` (one such array per parameter, in
 order) or ``.csv`` (one row per step).  verify exits 0 when the output meets
 the case's tolerances, 1 when it does not, 2 when a file cannot be read.
+run runs COMMAND on each case ({case}: the inputs, {out}: where to write θ
+after each step; see :mod:`nadam_ref.golden.runner`) and exits 0 when every
+case passes, 1 when one fails or errs, 2 when it cannot run.
 """
 
 from __future__ import annotations
@@ -98,13 +102,53 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("case", help="a golden file, or a suite case by name or file name (see 'list')")
     v.add_argument("actual", help="the output: golden-format file, or θ per step as .npy/.npz/.csv")
     v.add_argument("--no-diagnosis", action="store_true", help="skip the diagnosis of a failure")
+
+    from .runner import DEFAULT_TIMEOUT, INPUT_FORMS, OUTPUT_FORMS
+
+    r = sub.add_parser(
+        "run",
+        help="run a program over cases and verify each output",
+        usage="nadam-ref golden run [CASE ... | --suite] [options] -- COMMAND ARGS...",
+        description="Runs COMMAND once per case. In ARGS, {case} is replaced by the case's "
+        "inputs (a file in --input-form), {out} by the file the program writes θ after every "
+        "step to (in --output-form); also {name}, {profile}, {dtype}.",
+    )
+    r.add_argument("cases", nargs="*", metavar="CASE", help="golden files or suite case names")
+    r.add_argument("--suite", action="store_true", help="every case of the shipped suite")
+    r.add_argument(
+        "--profile", action="append", help="only the cases of this profile (repeat for several)"
+    )
+    r.add_argument("--dtype", action="append", help="only the cases of this dtype (repeatable)")
+    r.add_argument(
+        "--exclude", action="append", default=[], help="leave out this case (repeatable)"
+    )
+    r.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds one case may run before it is killed (default {DEFAULT_TIMEOUT:g})",
+    )
+    r.add_argument("--input-form", choices=INPUT_FORMS, default="safetensors")
+    r.add_argument("--output-form", choices=OUTPUT_FORMS, default="safetensors")
+    r.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
+    r.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    r.add_argument("--keep", metavar="DIR", help="keep each case's inputs and outputs in DIR")
+    r.add_argument("--no-diagnosis", action="store_true", help="skip the diagnosis of failures")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = []
+    if argv[:1] == ["run"] and "--" in argv:
+        k = argv.index("--")
+        argv, command = argv[:k], argv[k + 1 :]
     args = parser().parse_args(argv)
+    args.program = command
     try:
-        return {"list": _list, "generate": _generate, "verify": _verify}[args.command](args)
+        return {"list": _list, "generate": _generate, "verify": _verify, "run": _run}[args.command](
+            args
+        )
     except BrokenPipeError:  # e.g. `nadam-ref golden list | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
@@ -191,3 +235,100 @@ def _verify(args) -> int:
     report = verify(case, args.actual, diagnose=not args.no_diagnosis)
     print(report)
     return 0 if report.passed else 1
+
+
+def _run(args) -> int:
+    from .format import load
+    from .runner import (
+        RunnerError,
+        exit_status,
+        progress_printer,
+        run,
+        summary,
+        write_json,
+        write_junit,
+    )
+    from .suite import SUITE, suite_path
+
+    if not args.program:
+        print(
+            "nadam-ref golden run: give the program after --, e.g. -- ./nadam {case} {out}",
+            file=sys.stderr,
+        )
+        return 2
+    names = list(args.cases)
+    if args.suite:
+        names += [n for n in SUITE if n not in names]
+    if not names:
+        print("nadam-ref golden run: name cases, or --suite", file=sys.stderr)
+        return 2
+    selected = []
+    for name in names:
+        path = Path(name)
+        if not path.exists():
+            if name not in SUITE:
+                print(f"nadam-ref golden run: no file and no suite case {name!r}", file=sys.stderr)
+                return 2
+            path = suite_path(name)
+            opts = SUITE[name][1]
+            profile, dtype = opts.get("profile", "torch"), opts.get("dtype", "float32")
+        else:
+            profile = dtype = None  # known once loaded
+        if name in args.exclude:
+            continue
+        selected.append((name, path, profile, dtype))
+
+    def wanted(case):
+        return (not args.profile or case.profile in args.profile) and (
+            not args.dtype or case.dtype.name in args.dtype
+        )
+
+    # Suite cases are filtered by their declared profile and dtype before loading;
+    # files after loading (one that does not match is not run).
+    cases = []
+    for name, path, profile, dtype in selected:
+        if profile is not None and (
+            (args.profile and profile not in args.profile)
+            or (args.dtype and dtype not in args.dtype)
+        ):
+            continue
+        cases.append((name, path, profile is None))
+    loaders = []
+    for name, path, check in cases:
+        if check:
+            try:
+                case = load(path)
+            except (GoldenFormatError, OSError) as e:
+                print(f"nadam-ref golden run: {e}", file=sys.stderr)
+                return 2
+            if not wanted(case):
+                continue
+            loaders.append((name, lambda case=case: case))
+        else:
+            loaders.append((name, lambda path=path: load(path)))
+    if not loaders:
+        print("nadam-ref golden run: no case matches the selection", file=sys.stderr)
+        return 2
+    callback, close = progress_printer(len(loaders))
+    try:
+        results = run(
+            loaders,
+            args.program,
+            timeout=args.timeout,
+            input_form=args.input_form,
+            output_form=args.output_form,
+            workdir=Path(args.keep) if args.keep else None,
+            diagnose=not args.no_diagnosis,
+            progress=callback,
+        )
+    except RunnerError as e:
+        print(f"nadam-ref golden run: {e}", file=sys.stderr)
+        return 2
+    finally:
+        close()
+    print(summary(results))
+    if args.junit:
+        write_junit(results, args.junit, args.program)
+    if args.json:
+        write_json(results, args.json, args.program)
+    return exit_status(results)

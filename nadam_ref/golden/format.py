@@ -1,9 +1,9 @@
-"""The golden file format (version 1): one case per file, as JSON or ``.npz``.
+"""The golden file format (version 2): one case per file, as JSON or ``.npz``.
 
 JSON form (validated against the JSON Schema ``schema.json`` shipped beside
 this module)::
 
-    {"format": "nadam-ref-golden", "version": 1, "name", "description",
+    {"format": "nadam-ref-golden", "version": 1 | 2, "name", "description",
      "profile", "profile_options", "dtype",
      "groups": [{"hyperparameters": {...}, "params": [0, 1]}],   # as given to the framework
      "rules": [{...} per parameter],     # what is computed: rounded lr/β/0.96, ψ, dtypes, split
@@ -13,7 +13,22 @@ this module)::
      "expected":  {"param", "exp_avg", "exp_avg_sq": [flat [len(record_steps), *shape]],
                    "mu_product": [[len(record_steps)] per parameter]},
      "tolerance": {same layout: the absolute error a correct implementation may have},
-     "tolerance_derivation", "generated_by", "oracle_digits"}
+     "tolerance_derivation", "generated_by", "oracle_digits",
+     # version 2 only, each optional:
+     "start": {"step": [k per parameter], "mu_product": [∏_{i≤k} μ_i per parameter],
+               "exp_avg": [flat m_k per parameter], "exp_avg_sq": [flat v_k per parameter]}}
+    with, in version 2, an optional "lr_schedule" in a group (the learning rate of
+    each step as given to the framework, ``steps`` numbers) and in a rule (the
+    same as the framework holds it, e.g. rounded to float32).
+
+Version 2 adds two things real training does.  A *schedule*: the learning
+rate changes every step (any scheduler), so the group's ``lr`` is only the
+initial value and ``lr_schedule[s-1]`` is the one of step s.  A *resume*: the
+case starts from a checkpoint taken after k steps, θ_k = ``params0``, m_k,
+v_k, the stored step k and ∏_{i≤k} μ_i = ``start``; its steps s = 1, 2, …
+are the optimizer's steps t = k + s (the schedule μ_t and the bias
+corrections use t).  A case that uses neither is written as version 1, which
+a version-1 reader reads; version-1 files load as they always did.
 
 Arrays are flat lists in C order; complex arrays are (real, imag) pairs, and
 a complex tolerance bounds the real and the imaginary error separately.
@@ -50,7 +65,8 @@ import numpy as np
 
 from .profiles import HYPERPARAMETERS, get_profile
 
-FORMAT, VERSION = "nadam-ref-golden", 1
+FORMAT, VERSION = "nadam-ref-golden", 2
+VERSIONS = (1, 2)
 QUANTITIES = ("param", "exp_avg", "exp_avg_sq", "mu_product")
 RULE_KEYS = (
     HYPERPARAMETERS[:5]
@@ -96,6 +112,9 @@ class Case:
     tolerance_derivation: str = ""
     generated_by: str = ""
     oracle_digits: int = 0
+    #: Version 2: the checkpoint the case starts from, {"step": [k], "mu_product":
+    #: [∏μ], "exp_avg": [m arrays], "exp_avg_sq": [v arrays]} per parameter; None: a fresh start.
+    start: dict | None = None
 
     @property
     def hyperparameters(self) -> dict:
@@ -105,6 +124,36 @@ class Case:
     @property
     def shapes(self) -> list[tuple]:
         return [tuple(p.shape) for p in self.params0]
+
+    @property
+    def version(self) -> int:
+        """2 when the case uses a learning-rate schedule or starts from a checkpoint, else 1."""
+        scheduled = any("lr_schedule" in g for g in self.groups)
+        return 2 if scheduled or self.start is not None else 1
+
+    def group_of(self, i: int) -> dict:
+        """The parameter group parameter ``i`` belongs to."""
+        return next(g for g in self.groups if i in g["params"])
+
+    def learning_rates(self, i: int) -> np.ndarray:
+        """Parameter i's learning rate at each of the case's steps, as given to the framework."""
+        g = self.group_of(i)
+        if "lr_schedule" in g:
+            return np.asarray(g["lr_schedule"], dtype=np.float64)
+        return np.full(self.steps, g["hyperparameters"]["lr"], dtype=np.float64)
+
+    def start_state(self, i: int) -> tuple[float, float, np.ndarray, np.ndarray]:
+        """(stored step k, ∏μ, m, v) parameter i starts from: (0, 1, 0, 0) unless resuming."""
+        if self.start is None:
+            z = np.zeros_like(self.params0[i])
+            return 0.0, 1.0, z, z.copy()
+        s = self.start
+        return (
+            float(s["step"][i]),
+            float(s["mu_product"][i]),
+            s["exp_avg"][i],
+            s["exp_avg_sq"][i],
+        )
 
     def __repr__(self) -> str:
         return (
@@ -173,28 +222,33 @@ def _meta(case: Case) -> dict:
 
     def rule_out(r):
         out = {}
-        for k in RULE_KEYS:
+        for k in RULE_KEYS + (("lr_schedule",) if "lr_schedule" in r else ()):
             v = r[k]
             if k.endswith("dtype"):
                 out[k] = None if v is None else np.dtype(v).name
             elif isinstance(v, (bool, np.bool_)):
                 out[k] = bool(v)
+            elif k == "lr_schedule":
+                out[k] = _flat_out(np.asarray(v, dtype=np.float64))
             else:
                 out[k] = _num_out(v)
         return out
 
+    def group_out(g):
+        out = {"hyperparameters": hp_out(g["hyperparameters"]), "params": list(g["params"])}
+        if "lr_schedule" in g:
+            out["lr_schedule"] = _flat_out(np.asarray(g["lr_schedule"], dtype=np.float64))
+        return out
+
     return {
         "format": FORMAT,
-        "version": VERSION,
+        "version": case.version,
         "name": case.name,
         "description": case.description,
         "profile": case.profile,
         "profile_options": dict(case.profile_options),
         "dtype": np.dtype(case.dtype).name,
-        "groups": [
-            {"hyperparameters": hp_out(g["hyperparameters"]), "params": list(g["params"])}
-            for g in case.groups
-        ],
+        "groups": [group_out(g) for g in case.groups],
         "rules": [rule_out(r) for r in case.rules],
         "shapes": [list(s) for s in case.shapes],
         "steps": int(case.steps),
@@ -211,6 +265,15 @@ def _tail(case: Case) -> dict:
     }
 
 
+def _start_meta(case: Case) -> dict:
+    """The start's scalars (its arrays travel with the other arrays)."""
+    s = case.start
+    return {
+        "step": [int(k) for k in s["step"]],
+        "mu_product": [_num_out(x) for x in s["mu_product"]],
+    }
+
+
 def to_json(case: Case) -> str:
     """The case as JSON text (deterministic: the same case gives the same bytes)."""
     doc = _meta(case)
@@ -220,12 +283,17 @@ def to_json(case: Case) -> str:
         src = getattr(case, part)
         doc[part] = {q: [_flat_out(a) for a in src[q]] for q in QUANTITIES}
     doc.update(_tail(case))
+    if case.start is not None:
+        doc["start"] = {
+            **_start_meta(case),
+            **{q: [_flat_out(a) for a in case.start[q]] for q in ("exp_avg", "exp_avg_sq")},
+        }
     # Metadata indented, each array on one line.
     lines = ["{"]
     items = list(doc.items())
     for n, (k, v) in enumerate(items):
         sep = "," if n < len(items) - 1 else ""
-        if isinstance(v, dict) and k in ("expected", "tolerance"):
+        if isinstance(v, dict) and k in ("expected", "tolerance", "start"):
             inner = ",\n".join(
                 f"  {json.dumps(q)}: [\n"
                 + ",\n".join("   " + json.dumps(a, separators=(",", ":")) for a in arrs)
@@ -253,6 +321,8 @@ def _npy_bytes(a: np.ndarray) -> bytes:
 def to_npz(case: Case) -> bytes:
     """The case as ``.npz`` bytes (deterministic, no pickles)."""
     meta = {**_meta(case), **_tail(case)}
+    if case.start is not None:
+        meta["start"] = _start_meta(case)
     arrays = {"meta": np.frombuffer(json.dumps(meta, ensure_ascii=False).encode(), dtype=np.uint8)}
     for i, a in enumerate(case.params0):
         arrays[f"params0_{i}"] = a
@@ -262,6 +332,9 @@ def to_npz(case: Case) -> bytes:
         for q in QUANTITIES:
             for i, a in enumerate(getattr(case, part)[q]):
                 arrays[f"{part}_{q}_{i}"] = a
+    for q in ("exp_avg", "exp_avg_sq") if case.start is not None else ():
+        for i, a in enumerate(case.start[q]):
+            arrays[f"start_{q}_{i}"] = a
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for name, a in arrays.items():
@@ -376,6 +449,11 @@ def _from_npz(data: bytes) -> Case:
     stand_in["grads"] = None if meta.get("loop") != "open" else [[] for _ in range(max(n, 1))]
     for part in ("expected", "tolerance"):
         stand_in[part] = {q: [[] for _ in range(max(n, 1))] for q in QUANTITIES}
+    if isinstance(meta.get("start"), dict):
+        stand_in["start"] = {
+            **meta["start"],
+            **{q: [[] for _ in range(max(n, 1))] for q in ("exp_avg", "exp_avg_sq")},
+        }
     _validate(stand_in)
 
     def array(part, i, dtype, shape, where):
@@ -421,13 +499,22 @@ def _build(doc: dict, array) -> Case:
         raise GoldenFormatError(
             f"field groups: the groups' params must list 0..{n - 1} once each, got {seen}"
         )
+    version = doc["version"]
+    v2 = [f"groups/{k}/lr_schedule" for k, g in enumerate(doc["groups"]) if "lr_schedule" in g]
+    v2 += [f"rules/{k}/lr_schedule" for k, r in enumerate(doc["rules"]) if "lr_schedule" in r]
+    v2 += ["start"] if doc.get("start") is not None else []
+    if version < 2 and v2:
+        raise GoldenFormatError(f"field {v2[0]}: needs format version 2, the file says {version}")
     groups = []
     for k, g in enumerate(doc["groups"]):
         hp = {
             key: (v if isinstance(v, bool) else _num_in(v, f"groups/{k}/hyperparameters/{key}"))
             for key, v in g["hyperparameters"].items()
         }
-        groups.append({"hyperparameters": hp, "params": list(g["params"])})
+        group = {"hyperparameters": hp, "params": list(g["params"])}
+        if "lr_schedule" in g:
+            group["lr_schedule"] = _schedule_in(g["lr_schedule"], steps, f"groups/{k}/lr_schedule")
+        groups.append(group)
     rules = []
     for k, r in enumerate(doc["rules"]):
         rule = {}
@@ -436,6 +523,8 @@ def _build(doc: dict, array) -> Case:
                 rule[key] = None if v is None else np.dtype(v)
             elif isinstance(v, bool):
                 rule[key] = v
+            elif key == "lr_schedule":
+                rule[key] = _schedule_in(v, steps, f"rules/{k}/lr_schedule")
             else:
                 rule[key] = _num_in(v, f"rules/{k}/{key}")
         for key in ("beta1", "beta2"):
@@ -457,6 +546,24 @@ def _build(doc: dict, array) -> Case:
         grads = None
     else:
         grads = [array(("grads",), i, dtype, (steps,) + shapes[i], f"grads/{i}") for i in range(n)]
+    start = None
+    if doc.get("start") is not None:
+        st = doc["start"]
+        for key in ("step", "mu_product"):
+            if len(st[key]) != n:
+                raise GoldenFormatError(
+                    f"field start/{key}: has {len(st[key])} entries for {n} parameters"
+                )
+        start = {
+            "step": [int(k) for k in st["step"]],
+            "mu_product": [
+                _num_in(x, f"start/mu_product/{i}") for i, x in enumerate(st["mu_product"])
+            ],
+        }
+        for q in ("exp_avg", "exp_avg_sq"):
+            start[q] = [
+                array(("start", q), i, dtype, shapes[i], f"start/{q}/{i}") for i in range(n)
+            ]
     parts = {}
     for part in ("expected", "tolerance"):
         parts[part] = {}
@@ -489,4 +596,20 @@ def _build(doc: dict, array) -> Case:
         tolerance_derivation=doc.get("tolerance_derivation", ""),
         generated_by=doc.get("generated_by", ""),
         oracle_digits=int(doc.get("oracle_digits", 0)),
+        start=start,
     )
+
+
+def _schedule_in(values, steps: int, where: str) -> np.ndarray:
+    """A learning-rate schedule: ``steps`` numbers, each finite and ≥ 0."""
+    if not isinstance(values, list) or len(values) != steps:
+        n = len(values) if isinstance(values, list) else 0
+        raise GoldenFormatError(f"field {where}: has {n} numbers, expected one per step ({steps})")
+    lr = np.array([_num_in(x, where) for x in values], dtype=np.float64)
+    bad = np.flatnonzero(~(np.isfinite(lr) & (lr >= 0)))
+    if bad.size:
+        raise GoldenFormatError(
+            f"field {where}: step {int(bad[0]) + 1} has learning rate {lr[bad[0]]!r}; "
+            "it must be finite and >= 0"
+        )
+    return lr

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..functional import as_real
 from . import oracle
 from .format import Case
 from .profiles import get_profile
@@ -65,6 +66,9 @@ def make_case(
     generated_by: str = "",
     params0=None,
     grads=None,
+    lr_schedule: Sequence[float] | None = None,
+    start: dict | None = None,
+    resume_after: int = 0,
 ) -> Case:
     """Generate a case: draw (or take) the inputs, run the exact oracle with
     the profile's rules, derive the tolerances.
@@ -72,7 +76,66 @@ def make_case(
     ``groups``: several parameter groups, each ``{"hyperparameters": {...},
     "params": [indices]}``; otherwise one group with ``hyperparameters``.
     ``loop="closed:sphere"`` uses the gradient θ (of ½‖θ‖²) instead of stored gradients.
+
+    Format version 2: ``lr_schedule`` gives the learning rate of each step
+    (for every group; a group may carry its own ``"lr_schedule"``), each
+    held as the profile holds a learning rate; ``start`` resumes from a
+    checkpoint ``{"step": [k], "mu_product": [∏μ], "exp_avg": [m],
+    "exp_avg_sq": [v]}`` (one entry per parameter; ``params0`` is θ_k).
+    ``resume_after=k`` makes that checkpoint: the exact oracle runs k steps
+    (gradients from ``seed``), and the case resumes from its correctly rounded
+    state, with new gradients (``seed + 1``); a schedule then covers all
+    k + ``steps`` steps, the first k before the checkpoint.
     """
+    if resume_after:
+        if start is not None or params0 is not None:
+            raise ValueError("resume_after makes the start itself; give no start or params0")
+
+        def split(schedule, part):
+            if schedule is None:
+                return None
+            if len(schedule) != resume_after + steps:
+                raise ValueError(
+                    f"with resume_after, lr_schedule covers all {resume_after} + {steps} steps; "
+                    f"got {len(schedule)} values"
+                )
+            return list(schedule[:resume_after] if part == 0 else schedule[resume_after:])
+
+        def split_groups(part):
+            if not groups:
+                return None
+            return [
+                {**g, "lr_schedule": split(g["lr_schedule"], part)} if "lr_schedule" in g else g
+                for g in groups
+            ]
+
+        before = make_case(
+            f"{name}-checkpoint",
+            profile=profile,
+            dtype=dtype,
+            shapes=shapes,
+            steps=resume_after,
+            seed=seed,
+            hyperparameters=hyperparameters,
+            groups=split_groups(0),
+            lr_schedule=split(lr_schedule, 0),
+            profile_options=profile_options,
+            grad_kind=grad_kind,
+            grad_scale=grad_scale,
+            param_scale=param_scale,
+            loop=loop,
+            record_steps=[resume_after],
+        )
+        e = before.expected
+        start = {
+            "step": [resume_after] * len(before.params0),
+            "mu_product": [float(a[0]) for a in e["mu_product"]],
+            "exp_avg": [a[0] for a in e["exp_avg"]],
+            "exp_avg_sq": [a[0] for a in e["exp_avg_sq"]],
+        }
+        params0 = [a[0] for a in e["param"]]
+        seed = seed + 1
+        groups, lr_schedule = split_groups(1), split(lr_schedule, 1)
     prof = get_profile(profile)
     dtype = np.dtype(dtype)
     if dtype.name not in ("float32", "float64", "complex64", "complex128"):
@@ -95,9 +158,27 @@ def make_case(
     full_groups, rules = [], [None] * len(shapes)
     for g in groups:
         hp = prof.hyperparameters(g.get("hyperparameters"))
-        full_groups.append({"hyperparameters": hp, "params": list(g["params"])})
+        full = {"hyperparameters": hp, "params": list(g["params"])}
+        schedule = g.get("lr_schedule", lr_schedule)
+        held = None
+        if schedule is not None:
+            full["lr_schedule"] = np.array([float(x) for x in schedule], dtype=np.float64)
+            if len(full["lr_schedule"]) != steps:
+                raise ValueError(
+                    f"lr_schedule has {len(full['lr_schedule'])} values for {steps} steps"
+                )
+            # each step's rate as the framework holds it (e.g. a float32 variable)
+            held = np.array(
+                [
+                    prof.rules(prof.hyperparameters({**hp, "lr": x}), dtype, options)["lr"]
+                    for x in full["lr_schedule"]
+                ]
+            )
+        full_groups.append(full)
         for i in g["params"]:
             rules[i] = prof.rules(hp, dtype, options)
+            if held is not None:
+                rules[i]["lr_schedule"] = held
     if any(r is None for r in rules) or sorted(i for g in groups for i in g["params"]) != list(
         range(len(shapes))
     ):
@@ -123,10 +204,22 @@ def make_case(
         if record_steps is None
         else sorted(set(int(s) for s in record_steps))
     )
+    if start is not None:
+        start = _check_start(start, params0, dtype)
     real_dtypes = [np.zeros(0, dtype).real.dtype] * len(shapes)
-    bound = ToleranceBound(rules, real_dtypes, feedback=1.0 if loop != "open" else 0.0)
+    bound = ToleranceBound(
+        rules,
+        real_dtypes,
+        feedback=1.0 if loop != "open" else 0.0,
+        start_m=None if start is None else [as_real(m) for m in start["exp_avg"]],
+    )
     exact = oracle.exact_run(
-        rules, params0, [None] * len(shapes) if grads is None else grads, record, observe=bound
+        rules,
+        params0,
+        [None] * len(shapes) if grads is None else grads,
+        record,
+        observe=bound,
+        start=start,
     )
     tolerance = finish(bound, exact, record, [dtype] * len(shapes))
     return Case(
@@ -147,7 +240,26 @@ def make_case(
         tolerance_derivation=DERIVATION,
         generated_by=generated_by,
         oracle_digits=oracle.DIGITS,
+        start=start,
     )
+
+
+def _check_start(start: dict, params0, dtype) -> dict:
+    """A checkpoint to resume from, its arrays in the case's dtype and shapes."""
+    n = len(params0)
+    out = {
+        "step": [int(k) for k in start["step"]],
+        "mu_product": [float(x) for x in start["mu_product"]],
+    }
+    for q in ("exp_avg", "exp_avg_sq"):
+        out[q] = [np.array(a, dtype=dtype).reshape(p.shape) for a, p in zip(start[q], params0)]
+    if any(len(out[k]) != n for k in out):
+        raise ValueError(
+            f"start needs one step, mu_product, exp_avg and exp_avg_sq per parameter ({n})"
+        )
+    if min(out["step"]) < 0:
+        raise ValueError(f"start: a step count must be >= 0, got {out['step']}")
+    return out
 
 
 def _check_size(shapes, steps):

@@ -114,6 +114,7 @@ def exact_run(
     record_steps: Sequence[int],
     *,
     observe: Callable | None = None,
+    start: dict | None = None,
 ) -> dict[str, list[np.ndarray]]:
     """Run NAdam exactly on each parameter and return the recorded trajectory.
 
@@ -131,6 +132,11 @@ def exact_run(
     given, is called after each step with the exact values (real views);
     :mod:`nadam_ref.golden.tolerance` uses it.  ``grads[i]`` may be None for
     the closed-loop objective ½‖θ‖², whose gradient is θ itself.
+
+    Format version 2: a rule's ``lr_schedule`` (if any) gives the learning
+    rate of each step; ``start`` (``{"step", "mu_product", "exp_avg",
+    "exp_avg_sq"}``, one entry per parameter) resumes from a checkpoint,
+    taken exactly like θ₀ (``record_steps`` then count from the checkpoint).
     """
     record = set(int(s) for s in record_steps)
     steps = max(record)
@@ -140,14 +146,21 @@ def exact_run(
         real_dtype = as_real(np.zeros(1, dtype)).dtype
         to_state = state_rounding(rule.get("state_dtype"))
         theta = to_exact(as_real(np.array(p0)))
-        m = to_exact(np.zeros(theta.shape))
-        v = to_exact(np.zeros(theta.shape))
-        step, mu_product = to_state(0), to_state(1)
+        if start is None:
+            m = to_exact(np.zeros(theta.shape))
+            v = to_exact(np.zeros(theta.shape))
+            step, mu_product = to_state(0), to_state(1)
+        else:
+            m = to_exact(as_real(np.array(start["exp_avg"][i])))
+            v = to_exact(as_real(np.array(start["exp_avg_sq"][i])))
+            step, mu_product = to_state(start["step"][i]), to_state(start["mu_product"][i])
+        lrs = rule.get("lr_schedule")
         traj = {k: [] for k in out}
         for t in range(1, steps + 1):
             grad = theta if g is None else to_exact(as_real(np.array(g[t - 1])))
+            rule_t = rule if lrs is None else {**rule, "lr": float(lrs[t - 1])}
             theta_new, m, v, scalars, coef = exact_step(
-                rule, theta, grad, m, v, step, mu_product, to_state
+                rule_t, theta, grad, m, v, step, mu_product, to_state
             )
             if observe is not None:
                 observe(i, t, coef, scalars, theta, grad, theta_new, m, v)

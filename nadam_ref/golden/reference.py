@@ -29,6 +29,7 @@ def replay(
     element: Callable = nadam_element,
     step_offset: int = 0,
     steps: int | None = None,
+    start: Callable | None = None,
 ) -> dict[str, list[np.ndarray]]:
     """Run ``case`` in its dtype and return the recorded trajectory, shaped as
     ``case.expected``.
@@ -36,7 +37,10 @@ def replay(
     ``rules`` overrides the case's per-parameter rules; ``hook(coefficients,
     scalars, t)`` may return changed coefficients; ``element`` replaces the
     element update; ``step_offset`` shifts the t the schedule sees; ``steps``
-    stops early (only recorded steps up to it are returned).
+    stops early (only recorded steps up to it are returned); ``start(step,
+    mu_product, m, v)`` may return a changed starting state (a checkpoint
+    restored wrongly).  The learning rate of step s is the rule's
+    ``lr_schedule[s − 1]`` where the case has a schedule.
     """
     rules = case.rules if rules is None else rules
     last = case.steps if steps is None else min(steps, case.steps)
@@ -46,10 +50,14 @@ def replay(
     for i, p0 in enumerate(case.params0):
         rule = rules[i]
         theta = np.array(p0, copy=True)
-        m, v = np.zeros_like(theta), np.zeros_like(theta)
+        step0, mu_product0, m0, v0 = case.start_state(i)
+        if start is not None:
+            step0, mu_product0, m0, v0 = start(step0, mu_product0, m0, v0)
+        m, v = np.array(m0, dtype=theta.dtype), np.array(v0, dtype=theta.dtype)
         rt, rm, rv = as_real(theta), as_real(m), as_real(v)
         state = np.dtype(rule["scalar_dtype"]).type
-        step, mu_product = state(0), state(1)
+        step, mu_product = state(step0), state(mu_product0)
+        lrs = rule.get("lr_schedule")
         traj = {q: np.zeros((len(record),) + theta.shape, theta.dtype) for q in QUANTITIES[:3]}
         traj["mu_product"] = np.zeros(len(record))
         with np.errstate(all="ignore"):
@@ -67,7 +75,7 @@ def replay(
                 )
                 coef = coefficients(
                     scalars,
-                    lr=rule["lr"],
+                    lr=rule["lr"] if lrs is None else lrs[t - 1],
                     beta1=rule["beta1"],
                     beta2=rule["beta2"],
                     eps=rule["eps"],

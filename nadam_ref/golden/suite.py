@@ -9,6 +9,7 @@ up to 100 and every 100th step after, to keep the package small.
 
 from __future__ import annotations
 
+import math
 from importlib import resources
 from pathlib import Path
 
@@ -280,6 +281,152 @@ _add(
     grad_kind="choice",
     record_steps=list(range(1, 101)) + list(range(200, LONG_STEPS + 1, 100)),
     description="10⁵ steps on two elements, gradients ±2^k (k = −2..1); recorded at steps 1..100 and every 100th",
+)
+
+
+# -- format version 2: learning-rate schedules and resumes ----------------------------------
+# The learning rate each step gets from the framework's own schedulers (step t = 1, 2, …;
+# a scheduler stepped once per optimizer step), computed here once, in Python floats:
+# the case stores the values, and a port is handed them.
+
+
+def _step_decay(lr, steps, every, gamma):
+    """torch.optim.lr_scheduler.StepLR(step_size=every, gamma)."""
+    return [lr * gamma ** ((t - 1) // every) for t in range(1, steps + 1)]
+
+
+def _cosine(lr, steps, lr_min=0.0):
+    """torch.optim.lr_scheduler.CosineAnnealingLR(T_max=steps, eta_min=lr_min), closed form."""
+    return [
+        lr_min + (lr - lr_min) * (1 + math.cos(math.pi * (t - 1) / steps)) / 2
+        for t in range(1, steps + 1)
+    ]
+
+
+def _linear_warmup(lr, steps, warmup, start_factor):
+    """torch.optim.lr_scheduler.LinearLR(start_factor, total_iters=warmup)."""
+    return [
+        lr * (start_factor + (1 - start_factor) * min(t - 1, warmup) / warmup)
+        for t in range(1, steps + 1)
+    ]
+
+
+def _warmup_cosine(peak, steps, warmup, init=0.0):
+    """optax.warmup_cosine_decay_schedule(init, peak, warmup, decay_steps=steps, end_value=0),
+    and Keras 3's CosineDecay(warmup_target=peak, warmup_steps=warmup) from 0: linear from
+    ``init`` to ``peak`` over ``warmup`` steps, then a cosine down to 0 at ``steps``."""
+    out = []
+    for t in range(1, steps + 1):
+        c = t - 1  # optax and Keras count the steps already taken
+        if c < warmup:
+            out.append(init + (peak - init) * c / warmup)
+        else:
+            out.append(peak * (1 + math.cos(math.pi * (c - warmup) / (steps - warmup))) / 2)
+    return out
+
+
+def _piecewise(steps, boundaries, values):
+    """keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values) at iterations t − 1."""
+    return [values[sum(t - 1 > b for b in boundaries)] for t in range(1, steps + 1)]
+
+
+for _name, _profile, _dtype, _schedule, _what in (
+    (
+        "schedule-step-torch-float32",
+        "torch",
+        "float32",
+        _step_decay(2e-3, 30, 10, 0.5),
+        "StepLR(10, 0.5)",
+    ),
+    (
+        "schedule-cosine-torch-float64",
+        "torch",
+        "float64",
+        _cosine(2e-3, 30),
+        "CosineAnnealingLR(30)",
+    ),
+    (
+        "schedule-warmup-torch-float32",
+        "torch",
+        "float32",
+        _linear_warmup(2e-3, 30, 10, 0.1),
+        "LinearLR(0.1, 10)",
+    ),
+    (
+        "schedule-warmup-cosine-keras3-float32",
+        "keras3",
+        "float32",
+        _warmup_cosine(1e-3, 30, 5),
+        "CosineDecay with 5 warm-up steps",
+    ),
+    (
+        "schedule-step-tf-keras-legacy-float64",
+        "tf-keras-legacy",
+        "float64",
+        _piecewise(30, [10, 20], [1e-3, 5e-4, 1e-4]),
+        "PiecewiseConstantDecay([10, 20])",
+    ),
+    (
+        "schedule-warmup-cosine-optax-float64",
+        "optax",
+        "float64",
+        _warmup_cosine(1e-3, 30, 5),
+        "warmup_cosine_decay_schedule(0, 1e-3, 5, 30)",
+    ),
+    (
+        "schedule-cosine-optax-float32",
+        "optax",
+        "float32",
+        _warmup_cosine(1e-3, 30, 0),
+        "cosine_decay_schedule(1e-3, 30)",
+    ),
+):
+    _add(
+        _name,
+        profile=_profile,
+        dtype=_dtype,
+        shapes=[(7,)],
+        steps=30,
+        seed=30,
+        lr_schedule=_schedule,
+        description=f"{_profile}, {_dtype}: the learning rate of {_what}, a new value every step",
+    )
+for _name, _profile, _dtype, _after in (
+    ("resume-torch-float32", "torch", "float32", 1000),
+    ("resume-torch-float64", "torch", "float64", 100),
+    ("resume-tf-keras-legacy-float32", "tf-keras-legacy", "float32", 100),
+    ("resume-keras3-float64", "keras3", "float64", 100),
+    ("resume-optax-float64", "optax", "float64", 100),
+):
+    _add(
+        _name,
+        profile=_profile,
+        dtype=_dtype,
+        shapes=[(7,)],
+        steps=20,
+        seed=31,
+        resume_after=_after,
+        description=f"{_profile}, {_dtype}: resumes from a checkpoint taken after {_after} steps "
+        "(θ, m, v, the step count and ∏μ as the framework stores them)",
+    )
+_add(
+    "resume-schedule-torch-float64",
+    profile="torch",
+    dtype="float64",
+    shapes=[(3,), (2, 2)],
+    steps=20,
+    seed=32,
+    resume_after=50,
+    groups=[
+        {
+            "hyperparameters": {"weight_decay": 0.01},
+            "params": [0],
+            "lr_schedule": _cosine(2e-3, 70),
+        },
+        {"hyperparameters": {"lr": 1e-3}, "params": [1], "lr_schedule": _cosine(1e-3, 70)},
+    ],
+    description="torch, float64, two parameter groups, each with a 70-step CosineAnnealingLR: "
+    "resumes from the checkpoint after step 50",
 )
 
 

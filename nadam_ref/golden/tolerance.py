@@ -69,8 +69,11 @@ def unit_roundoff(dtype) -> float:
 class ToleranceBound:
     """Accumulates the bounds above while the oracle runs (its ``observe``)."""
 
-    def __init__(self, rules, real_dtypes, feedback: float = 0.0):
+    def __init__(self, rules, real_dtypes, feedback: float = 0.0, start_m=None):
         self.rules, self.real_dtypes, self.feedback = rules, real_dtypes, feedback
+        # Resuming from a checkpoint: |m_k| bounds the momentum M before the first step
+        # (the checkpoint's values are taken exactly, so their errors start at 0).
+        self.start_m = start_m
         self.state: dict[int, dict] = {}
         self.tol: dict[int, dict[int, dict[str, np.ndarray]]] = {}
 
@@ -85,7 +88,8 @@ class ToleranceBound:
         st = self.state.get(i)
         if st is None:
             z = np.zeros_like(th)
-            st = self.state[i] = dict(M=z, Em=z, Ev=z, Eth=z, prod_rel=0.0)
+            M0 = z if self.start_m is None else np.abs(np.asarray(self.start_m[i], np.float64))
+            st = self.state[i] = dict(M=M0.reshape(th.shape), Em=z, Ev=z, Eth=z, prod_rel=0.0)
         lam = float(coef.weight_decay)
         decay = float(coef.decay_factor)
         c = lam + self.feedback
@@ -104,7 +108,7 @@ class ToleranceBound:
             dmag = lr * (wm * M + wg * gmag) / denom
             # κ = x/(1 − x) for each cancellation of the schedule
             # (β2^t: up to t·u_c relative, as when β2 itself is rounded to the compute dtype)
-            kappa = (t + 1) * _kappa(float(1 - scalars.bias_correction2)) + sum(
+            kappa = (float(scalars.step) + 1) * _kappa(float(1 - scalars.bias_correction2)) + sum(
                 _kappa(float(x)) for x in (scalars.mu, scalars.mu_product, scalars.mu_product_next)
             )
             rel_v = np.where(vv > 0, Ev / np.where(vv > 0, vv, 1), 0.0)

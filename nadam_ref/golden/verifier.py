@@ -43,13 +43,18 @@ class Failure:
     error: float
     tolerance: float
     ulps: float
+    #: steps the case's checkpoint had taken before its step 1 (0: a fresh start)
+    resumed_at: int = 0
 
     def __str__(self) -> str:
         where = f"parameter {self.parameter}" + (
             f" element {list(self.index)}" if self.index else ""
         )
+        step = f"step {self.step}" + (
+            f" (optimizer step {self.resumed_at + self.step})" if self.resumed_at else ""
+        )
         return (
-            f"step {self.step}, {NAMES[self.quantity]} ({self.quantity}) of {where}: expected {self.expected!r}, "
+            f"{step}, {NAMES[self.quantity]} ({self.quantity}) of {where}: expected {self.expected!r}, "
             f"got {self.actual!r}, error {self.error:.3g} = {self.ulps:.4g} ulps > tolerance {self.tolerance:.3g}"
         )
 
@@ -89,6 +94,8 @@ class Report:
     max_ulps: dict
     max_ratio: dict
     diagnosis: Diagnosis | None = None
+    #: plain-words remarks on the output (e.g. its dtype against the case's)
+    notes: list = field(default_factory=list)
 
     @property
     def first_failing_step(self) -> int | None:
@@ -108,6 +115,7 @@ class Report:
             lines.append(f"  first failure: {self.first_failure}")
         if self.diagnosis is not None:
             lines.append(f"  diagnosis: {self.diagnosis}")
+        lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
@@ -224,7 +232,55 @@ def _read_bytes(data: bytes, path: Path, case: Case):
         return arrays
     if suffix == ".csv":
         return _read_csv(data, path, case)
+    if suffix == ".safetensors":
+        return _read_safetensors(data, path, case)
     return loads(data, source=str(path))
+
+
+def _read_safetensors(data: bytes, path: Path, case: Case) -> dict:
+    """A safetensors output: ``param.{i}`` (θ after each step, [steps, *shape];
+    complex as a trailing (real, imag) axis of 2), optionally ``exp_avg.{i}``,
+    ``exp_avg_sq.{i}`` and ``mu_product.{i}``."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as load_safetensors
+
+    try:
+        tensors = load_safetensors(data)
+    except (SafetensorError, ValueError, TypeError) as e:
+        message = " ".join(str(e).split())[:120]
+        raise GoldenFormatError(
+            f"{path.name}: not a readable safetensors file ({message})"
+        ) from None
+    n = len(case.params0)
+    out = {}
+    for q in ("param", "exp_avg", "exp_avg_sq", "mu_product"):
+        names = [f"{q}.{i}" for i in range(n)]
+        present = [k for k in names if k in tensors]
+        if not present:
+            continue
+        if len(present) != n:
+            missing = next(k for k in names if k not in tensors)
+            raise GoldenFormatError(f"{path.name}: has {present[0]} but no tensor {missing!r}")
+        arrays = [tensors[k] for k in names]
+        if case.dtype.kind == "c" and q != "mu_product":
+            arrays = [_complex_view(a, k, path) for a, k in zip(arrays, names)]
+        out[q] = arrays
+    if "param" not in out:
+        found = ", ".join(sorted(tensors)[:6]) or "no tensors"
+        raise GoldenFormatError(f"{path.name}: no tensor 'param.0' (found {found})")
+    return out
+
+
+def _complex_view(a: np.ndarray, name: str, path: Path) -> np.ndarray:
+    if a.dtype.kind == "c":
+        return a
+    if a.ndim == 0 or a.shape[-1] != 2 or a.dtype not in (np.float32, np.float64):
+        raise GoldenFormatError(
+            f"{path.name}: {name} of a complex case must end in an axis of 2 (real, imag), "
+            f"got shape {list(a.shape)} {a.dtype}"
+        )
+    a = np.ascontiguousarray(a)
+    return a.view(np.complex64 if a.dtype == np.float32 else np.complex128)[..., 0]
 
 
 def _read_csv(data: bytes, path: Path, case: Case):
@@ -349,6 +405,7 @@ def verify(case: Case, actual, *, diagnose: bool = True) -> Report:
                         error=e,
                         tolerance=float(np.abs(case.tolerance[q][i][r].reshape(-1)[k])),
                         ulps=float(_ulps(np.array(e), exp, dtype)),
+                        resumed_at=int(case.start["step"][i]) if case.start else 0,
                     )
                     break
             if first:
@@ -365,9 +422,47 @@ def verify(case: Case, actual, *, diagnose: bool = True) -> Report:
         max_ulps,
         max_ratio,
     )
-    if first is not None and diagnose:
-        report.diagnosis = diagnose_output(case, got["param"])
+    if first is not None:
+        report.notes = dtype_notes(case, got["param"])
+        if diagnose:
+            report.diagnosis = diagnose_output(case, got["param"])
     return report
+
+
+def dtype_notes(case: Case, actual_param: list[np.ndarray]) -> list[str]:
+    """Say in plain words when the output's precision cannot be the case's."""
+    want = np.dtype(np.zeros(0, case.dtype).real.dtype)
+    if want != np.float64:
+        return []
+    got = {np.dtype(np.zeros(0, np.asarray(a).dtype).real.dtype) for a in actual_param}
+    if np.dtype(np.float32) in got:
+        return [
+            f"your output is float32 but this case is {case.dtype.name}: a float32 "
+            "implementation cannot meet float64 tolerances; check it against the float32 "
+            "cases, or compute in float64"
+        ]
+    real = [as_real_values(a) for a in actual_param]
+    expected = [as_real_values(a) for a in case.expected["param"]]
+    with np.errstate(over="ignore", invalid="ignore"):
+        narrow = all(np.array_equal(x.astype(np.float32).astype(np.float64), x) for x in real)
+        trivially = all(
+            np.array_equal(x.astype(np.float32).astype(np.float64), x) for x in expected
+        )
+    if narrow and not trivially:
+        return [
+            f"every θ in your output is a float32 number written as float64, but this case is "
+            f"{case.dtype.name}: your implementation seems to compute in float32"
+        ]
+    return []
+
+
+def as_real_values(a) -> np.ndarray:
+    a = np.asarray(a)
+    return (
+        np.stack([a.real, a.imag]).astype(np.float64)
+        if a.dtype.kind == "c"
+        else a.astype(np.float64)
+    )
 
 
 def diagnose_output(case: Case, actual_param: list[np.ndarray]) -> Diagnosis:
