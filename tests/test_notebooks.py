@@ -1,16 +1,30 @@
-"""Every tutorial notebook runs top to bottom.
+"""Every tutorial runs top to bottom, with its defaults and with other parameters.
 
-The notebooks check their own numbers with asserts, so a notebook that runs is
-a notebook whose printed numbers agree with their independent sources (hand
-computations, the real frameworks, exact arithmetic); an assert that fails is
-a cell that fails, and this test fails with the cell's traceback.
+Each notebook has one cell tagged ``parameters`` (papermill's convention); the
+values of a run are injected in a cell right after it, as papermill does, and
+every printed number, sentence and assert of the notebook is computed from
+them, so running with other values checks that nothing is hard-coded. The
+notebooks check their numbers with asserts against independent sources (hand
+computations, the real frameworks, exact arithmetic): an assert that fails is
+a cell that fails, and the test fails with that cell's traceback.
 
-The notebooks are executed in a fresh ``python3`` kernel with ``tutorials/``
-as the working directory, as ``jupyter lab tutorials/`` would run them.
+After the notebook's own cells the test runs a few of its own in the same
+kernel: the exercises' check functions must accept a solution written here
+and reject a wrong answer, and every figure must have been drawn (matplotlib's
+Agg backend, so no image is rendered unless ``NADAM_TUTORIAL_FIGURES=DIR`` asks
+for PNGs of every figure, to look at them).
+
+Runs share the CPU: ``NADAM_NOTEBOOK_WORKERS`` kernels at a time (default 2).
+Kernels import this checkout's nadam_ref (its root is put first on PYTHONPATH)
+and run in ``tutorials/``, as ``jupyter lab tutorials/`` would.
 """
 
 from __future__ import annotations
 
+import ast
+import asyncio
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -20,12 +34,214 @@ nbclient = pytest.importorskip("nbclient", reason="nbclient (the test extra) run
 pytest.importorskip("ipykernel", reason="ipykernel (the test extra) provides the python3 kernel")
 pytest.importorskip("matplotlib", reason="the notebooks draw with matplotlib")
 
-TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
+ROOT = Path(__file__).resolve().parent.parent
+TUTORIALS = ROOT / "tutorials"
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
 
-#: Seconds one cell may take before the run is abandoned; each notebook is
-#: written to finish in well under a minute on 2 cores.
+#: Seconds one cell may take before the run is abandoned.
 CELL_TIMEOUT = 240
+
+
+class Source(str):
+    """A parameter value given as Python source (``Source("math.inf")``), not as a literal."""
+
+
+INF = Source("math.inf")
+
+#: Other values for each notebook (its defaults run too).
+PARAMETER_SETS: dict[str, list[dict]] = {
+    "01": [
+        dict(lr=0.01, beta1=0.8, momentum_decay=1.0, steps=6, weight_decay=0.01, eps=1e-3),
+        dict(
+            lr=0.5,
+            beta1=0.99,
+            beta2=0.9,
+            momentum_decay=INF,
+            steps=1,
+            picture_step=1,
+            theta0=[-3.0, 0.02],
+            curvature=[0.1, 500.0],
+            constant_grad_steps=20,
+            backend="numba",
+        ),
+    ],
+    "02": [
+        dict(
+            momentum_decay=0.004,
+            lr=0.08,
+            beta1=0.8,
+            maxiter=800,
+            stiffness=100.0,
+            batch_size=128,
+            max_epochs=2,
+            target_loss=0.5,
+            seed=3,
+            backend="numba",
+            weight_decay=0.0,
+            sgd_momentum=0.5,
+        ),
+        dict(
+            momentum_decay=INF,
+            gtol=1e-2,
+            x0=[1.5, 2.0],
+            maxiter=1000,
+            train_lr=0.1,
+            sgd_lr=0.3,
+            eps=1e-6,
+            beta2=0.99,
+            stiffness=1e6,
+            batch_size=16,
+            max_epochs=1,
+        ),
+    ],
+}
+
+#: Run after each notebook with its defaults: its exercises' checks must accept a
+#: solution written here and reject a wrong answer.
+EXERCISE_CHECKS: dict[str, str] = {
+    "01": """
+assert check_psi(math.log(2) / (100 * math.log(1 / 0.96))) is True
+assert check_psi(0.004) is False and check_psi(None) is None
+def _v_hat(grads, b2):
+    v = 0.0
+    for g in grads:
+        v = b2 * v + (1 - b2) * g * g
+    return v / (1 - b2 ** len(grads))
+assert check_v_hat(_v_hat) is True
+assert check_v_hat(lambda grads, b2: sum(g * g for g in grads) / len(grads)) is False
+assert check_first_factor(lambda b1: 1 + b1 * (1 - b1) / (1 - b1 * b1)) is True
+assert check_first_factor(lambda b1: 1.0) is False
+""",
+    "02": """
+assert check_lr(0.05) is True and check_lr(1e-4) is False and check_lr(None) is None
+def _grad_b(z, y):
+    d = softmax(z)
+    d[np.arange(len(y)), y] -= 1
+    return d.mean(axis=0)
+assert check_grad_b(_grad_b) is True
+assert check_grad_b(lambda z, y: softmax(z).mean(axis=0)) is False
+""",
+}
+
+#: The figures each notebook draws at least (static figures; sliders may add more).
+MIN_FIGURES = {"01": 3, "02": 4}
+
+FIGURE_REPORT = """
+import json as _json, os as _os
+import matplotlib.pyplot as _plt
+_drawn, _out = [], _os.environ.get("NADAM_TUTORIAL_FIGURES")
+for _k, _n in enumerate(_plt.get_fignums()):
+    _fig = _plt.figure(_n)
+    _drawn.append(sum(len(_a.lines) + len(_a.collections) + len(_a.images) + len(_a.patches)
+                      for _a in _fig.axes))
+    if _out:
+        _fig.savefig(_os.path.join(_out, f"RUN-{_k}.png"), dpi=80, bbox_inches="tight")
+print("FIGURES " + _json.dumps(_drawn))
+"""
+
+
+def _literal(value) -> str:
+    return str(value) if isinstance(value, Source) else repr(value)
+
+
+def _runs():
+    for path in NOTEBOOKS:
+        number = path.name[:2]
+        for k, values in enumerate([{}, *PARAMETER_SETS.get(number, [])]):
+            yield pytest.param(
+                path, values, id=f"{path.stem}-{'defaults' if k == 0 else f'set{k}'}"
+            )
+
+
+RUNS = list(_runs())
+
+
+def _parameters_cell(notebook) -> int:
+    tagged = [i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{len(tagged)} cells tagged 'parameters'; expected exactly one"
+    return tagged[0]
+
+
+def _prepare(path: Path, values: dict, run_id: str):
+    notebook = nbformat.read(path, as_version=4)
+    at = _parameters_cell(notebook)
+    names = {
+        target.id
+        for node in ast.parse(notebook.cells[at].source).body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    unknown = set(values) - names
+    assert not unknown, f"{path.name}: no parameters named {sorted(unknown)}"
+    if values:
+        source = "# Injected parameters\n" + "\n".join(
+            f"{k} = {_literal(v)}" for k, v in values.items()
+        )
+        cell = nbformat.v4.new_code_cell(source)
+        cell.metadata["tags"] = ["injected-parameters"]
+        notebook.cells.insert(at + 1, cell)
+    checks = None if values else EXERCISE_CHECKS.get(path.name[:2])
+    for extra in (checks, FIGURE_REPORT.replace("RUN", run_id)):
+        if extra:
+            notebook.cells.append(nbformat.v4.new_code_cell(extra.strip()))
+    for i, cell in enumerate(notebook.cells):
+        cell["id"] = f"cell-{i}"
+    return notebook
+
+
+async def _execute(path: Path, values: dict, run_id: str, limit: asyncio.Semaphore):
+    notebook = _prepare(path, values, run_id)
+    async with limit:
+        client = nbclient.NotebookClient(
+            notebook,
+            kernel_name="python3",
+            timeout=CELL_TIMEOUT,
+            resources={"metadata": {"path": str(TUTORIALS)}},
+        )
+        try:
+            await client.async_execute()
+        except nbclient.exceptions.CellExecutionError as error:
+            return notebook, error
+    return notebook, None
+
+
+@pytest.fixture(scope="module")
+def executed(request):
+    """Execute every selected run, a few kernels at a time; {run id: (notebook, error)}."""
+    selected = [
+        item.callspec
+        for item in request.session.items
+        if item.originalname == "test_notebook_runs" and hasattr(item, "callspec")
+    ]
+    env = {
+        "MPLBACKEND": "Agg",
+        "PYTHONWARNINGS": "ignore:FigureCanvasAgg is non-interactive:UserWarning",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        ),
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+
+    async def run_all():
+        limit = asyncio.Semaphore(int(os.environ.get("NADAM_NOTEBOOK_WORKERS", "2")))
+        jobs = {
+            spec.id: _execute(spec.params["path"], spec.params["values"], spec.id, limit)
+            for spec in selected
+        }
+        results = await asyncio.gather(*jobs.values())
+        return dict(zip(jobs, results))
+
+    try:
+        yield asyncio.run(run_all())
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def test_all_five_tutorials_are_present():
@@ -44,36 +260,20 @@ def test_notebook_is_committed_without_outputs(path: Path):
         and (cell.get("outputs") or cell.get("execution_count") is not None)
     ]
     assert not stale, f"{path.name}: cells {stale} carry outputs; clear them before committing"
+    _parameters_cell(notebook)
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_top_to_bottom(path: Path, monkeypatch):
-    # Figures go inline (as PNG outputs), whatever backend the environment names.
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
-    notebook = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(
-        notebook,
-        kernel_name="python3",
-        timeout=CELL_TIMEOUT,
-        resources={"metadata": {"path": str(TUTORIALS)}},
-    )
-    try:
-        client.execute()
-    except nbclient.exceptions.CellExecutionError as error:
-        pytest.fail(f"{path.name} failed in a cell:\n{error}", pytrace=False)
-    errors = [
-        output
-        for cell in notebook.cells
-        if cell.cell_type == "code"
-        for output in cell.get("outputs", [])
-        if output.get("output_type") == "error"
-    ]
+@pytest.mark.parametrize(("path", "values"), RUNS)
+def test_notebook_runs(path: Path, values: dict, executed, request):
+    notebook, error = executed[request.node.callspec.id]
+    if error is not None:
+        pytest.fail(
+            f"{path.name} with {values or 'its defaults'} failed in a cell:\n{error}", pytrace=False
+        )
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    errors = [o for o in outputs if o.get("output_type") == "error"]
     assert not errors, f"{path.name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
-    # Every notebook draws at least one figure.
-    assert any(
-        "image/png" in output.get("data", {})
-        for cell in notebook.cells
-        if cell.cell_type == "code"
-        for output in cell.get("outputs", [])
-    ), f"{path.name} drew no figure"
+    report = [o["text"] for o in notebook.cells[-1].get("outputs", []) if o.get("name") == "stdout"]
+    drawn = json.loads("".join(report).split("FIGURES ", 1)[1])
+    assert len(drawn) >= MIN_FIGURES.get(path.name[:2], 1), f"{path.name} drew {len(drawn)} figures"
+    assert all(drawn), f"{path.name}: figures {[i for i, n in enumerate(drawn) if not n]} are empty"
