@@ -156,22 +156,32 @@ def _runs():
 RUNS = list(_runs())
 
 
-def _parameters_cell(notebook) -> int:
+#: The notebooks rewritten for issue 15 so far; the others have no parameters cell yet.
+WITH_PARAMETERS = {"01", "02"}
+
+
+def _parameters_cell(notebook, number: str) -> int | None:
     tagged = [i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", [])]
+    if number not in WITH_PARAMETERS and not tagged:
+        return None
     assert len(tagged) == 1, f"{len(tagged)} cells tagged 'parameters'; expected exactly one"
     return tagged[0]
 
 
 def _prepare(path: Path, values: dict, run_id: str):
     notebook = nbformat.read(path, as_version=4)
-    at = _parameters_cell(notebook)
-    names = {
-        target.id
-        for node in ast.parse(notebook.cells[at].source).body
-        if isinstance(node, ast.Assign)
-        for target in node.targets
-        if isinstance(target, ast.Name)
-    }
+    at = _parameters_cell(notebook, path.name[:2])
+    names = (
+        set()
+        if at is None
+        else {
+            target.id
+            for node in ast.parse(notebook.cells[at].source).body
+            if isinstance(node, ast.Assign)
+            for target in node.targets
+            if isinstance(target, ast.Name)
+        }
+    )
     unknown = set(values) - names
     assert not unknown, f"{path.name}: no parameters named {sorted(unknown)}"
     if values:
@@ -260,7 +270,7 @@ def test_notebook_is_committed_without_outputs(path: Path):
         and (cell.get("outputs") or cell.get("execution_count") is not None)
     ]
     assert not stale, f"{path.name}: cells {stale} carry outputs; clear them before committing"
-    _parameters_cell(notebook)
+    _parameters_cell(notebook, path.name[:2])
 
 
 @pytest.mark.parametrize(("path", "values"), RUNS)
