@@ -422,7 +422,7 @@ def test_plain_nadam_without_mistakes_passes(mistake_case):
     "switch, name",
     [
         ({"mu_t_for_next": True}, "wrong-schedule"),
-        ({"psi_factor": 10.0}, "psi:0.04"),
+        ({"psi_factor": 10.0}, "psi×10"),
         ({"eps_inside": True}, "eps-inside-sqrt"),
         ({"step_from_zero": True}, "step-from-0"),
         ({"no_v_correction": True}, "no-v-bias-correction"),

@@ -102,6 +102,13 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("case", help="a golden file, or a suite case by name or file name (see 'list')")
     v.add_argument("actual", help="the output: golden-format file, or θ per step as .npy/.npz/.csv")
     v.add_argument("--no-diagnosis", action="store_true", help="skip the diagnosis of a failure")
+    v.add_argument(
+        "--exclude-profile",
+        action="append",
+        default=[],
+        metavar="P",
+        help="the diagnosis leaves profile P out of its candidates (repeatable)",
+    )
 
     from .runner import DEFAULT_TIMEOUT, INPUT_FORMS, OUTPUT_FORMS
 
@@ -134,6 +141,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--json", metavar="FILE", help="write the results as JSON")
     r.add_argument("--keep", metavar="DIR", help="keep each case's inputs and outputs in DIR")
     r.add_argument("--no-diagnosis", action="store_true", help="skip the diagnosis of failures")
+    r.add_argument(
+        "--exclude-profile",
+        action="append",
+        default=[],
+        metavar="P",
+        help="the diagnosis leaves profile P out of its candidates (repeatable)",
+    )
     return p
 
 
@@ -232,7 +246,9 @@ def _verify(args) -> int:
                 f"{args.case}: no such file, nor a suite case ('nadam-ref golden list' shows them)"
             ) from None
     case = load(case_path)
-    report = verify(case, args.actual, diagnose=not args.no_diagnosis)
+    report = verify(
+        case, args.actual, diagnose=not args.no_diagnosis, exclude_profiles=args.exclude_profile
+    )
     print(report)
     return 0 if report.passed else 1
 
@@ -266,10 +282,12 @@ def _run(args) -> int:
     for name in names:
         path = Path(name)
         if not path.exists():
-            if name not in SUITE:
+            try:
+                path = suite_path(name)  # a suite case by its name or its file's name
+            except ValueError:
                 print(f"nadam-ref golden run: no file and no suite case {name!r}", file=sys.stderr)
                 return 2
-            path = suite_path(name)
+            name = path.stem
             opts = SUITE[name][1]
             profile, dtype = opts.get("profile", "torch"), opts.get("dtype", "float32")
         else:
@@ -319,6 +337,7 @@ def _run(args) -> int:
             output_form=args.output_form,
             workdir=Path(args.keep) if args.keep else None,
             diagnose=not args.no_diagnosis,
+            exclude_profiles=args.exclude_profile,
             progress=callback,
         )
     except RunnerError as e:

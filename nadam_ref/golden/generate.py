@@ -160,25 +160,16 @@ def make_case(
         hp = prof.hyperparameters(g.get("hyperparameters"))
         full = {"hyperparameters": hp, "params": list(g["params"])}
         schedule = g.get("lr_schedule", lr_schedule)
-        held = None
         if schedule is not None:
             full["lr_schedule"] = np.array([float(x) for x in schedule], dtype=np.float64)
             if len(full["lr_schedule"]) != steps:
                 raise ValueError(
                     f"lr_schedule has {len(full['lr_schedule'])} values for {steps} steps"
                 )
-            # each step's rate as the framework holds it (e.g. a float32 variable)
-            held = np.array(
-                [
-                    prof.rules(prof.hyperparameters({**hp, "lr": x}), dtype, options)["lr"]
-                    for x in full["lr_schedule"]
-                ]
-            )
         full_groups.append(full)
+        rule = group_rules(prof, hp, full.get("lr_schedule"), dtype, options)
         for i in g["params"]:
-            rules[i] = prof.rules(hp, dtype, options)
-            if held is not None:
-                rules[i]["lr_schedule"] = held
+            rules[i] = dict(rule)
     if any(r is None for r in rules) or sorted(i for g in groups for i in g["params"]) != list(
         range(len(shapes))
     ):
@@ -242,6 +233,22 @@ def make_case(
         oracle_digits=oracle.DIGITS,
         start=start,
     )
+
+
+def group_rules(prof, hp: dict, lr_schedule, dtype, options: dict | None = None) -> dict:
+    """What ``prof`` computes for a group's hyperparameters ``hp`` in ``dtype``
+    (:meth:`Profile.rules`), with the learning rate of each step of
+    ``lr_schedule`` (or None) held as the framework holds a learning rate
+    (e.g. rounded to float32)."""
+    rule = prof.rules(hp, dtype, options)
+    if lr_schedule is not None:
+        rule["lr_schedule"] = np.array(
+            [
+                prof.rules(prof.hyperparameters({**hp, "lr": x}), dtype, options)["lr"]
+                for x in lr_schedule
+            ]
+        )
+    return rule
 
 
 def _check_start(start: dict, params0, dtype) -> dict:

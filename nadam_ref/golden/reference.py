@@ -30,6 +30,7 @@ def replay(
     step_offset: int = 0,
     steps: int | None = None,
     start: Callable | None = None,
+    scalars_hook: Callable | None = None,
 ) -> dict[str, list[np.ndarray]]:
     """Run ``case`` in its dtype and return the recorded trajectory, shaped as
     ``case.expected``.
@@ -39,7 +40,9 @@ def replay(
     element update; ``step_offset`` shifts the t the schedule sees; ``steps``
     stops early (only recorded steps up to it are returned); ``start(step,
     mu_product, m, v)`` may return a changed starting state (a checkpoint
-    restored wrongly).  The learning rate of step s is the rule's
+    restored wrongly); ``scalars_hook(scalars)`` may change the schedule's
+    values that the coefficients are computed from (the stored step and ∏μ
+    stay the schedule's own).  The learning rate of step s is the rule's
     ``lr_schedule[s − 1]`` where the case has a schedule.
     """
     rules = case.rules if rules is None else rules
@@ -74,7 +77,7 @@ def replay(
                     base=rule["momentum_base"],
                 )
                 coef = coefficients(
-                    scalars,
+                    scalars if scalars_hook is None else scalars_hook(scalars),
                     lr=rule["lr"] if lrs is None else lrs[t - 1],
                     beta1=rule["beta1"],
                     beta2=rule["beta2"],

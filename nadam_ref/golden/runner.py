@@ -255,6 +255,7 @@ def run_case(
     input_form: str = "safetensors",
     output_form: str = "safetensors",
     diagnose: bool = True,
+    exclude_profiles: Sequence[str] = (),
 ) -> CaseResult:
     """Run ``command`` on one case in ``workdir`` and verify what it wrote."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -302,7 +303,7 @@ def run_case(
     if result.error:
         return result
     try:
-        result.report = verify(case, out, diagnose=diagnose)
+        result.report = verify(case, out, diagnose=diagnose, exclude_profiles=exclude_profiles)
     except GoldenFormatError as e:
         result.error = f"unreadable output: {e}"
         return result
@@ -346,6 +347,7 @@ def run(
     output_form: str = "safetensors",
     workdir: Path | None = None,
     diagnose: bool = True,
+    exclude_profiles: Sequence[str] = (),
     progress: Callable[[CaseResult], None] | None = None,
 ) -> list[CaseResult]:
     """Run ``command`` over ``cases`` ((name, loader) pairs: a case that cannot
@@ -382,6 +384,7 @@ def run(
                     input_form=input_form,
                     output_form=output_form,
                     diagnose=diagnose,
+                    exclude_profiles=exclude_profiles,
                 )
             results.append(result)
             if progress is not None:
