@@ -379,3 +379,20 @@ def test_js_port_with_the_adam_bug_fails_at_step_1(node, tmp_path):
     assert rc == 1
     for r in results.values():
         assert r["status"] == "fail" and r["first_failure"]["step"] == 1, r
+
+
+def test_cli_generates_a_scheduled_resumed_case(tmp_path):
+    schedule = [1e-3 * 0.9**t for t in range(12)]
+    (tmp_path / "lr.txt").write_text("\n".join(repr(x) for x in schedule))
+    out = tmp_path / "case.json"
+    argv = ["generate", "--profile", "torch", "--dtype", "float64", "--steps", "4",
+            "--resume-after", "8", "--lr-schedule", str(tmp_path / "lr.txt"), "--out", str(out)]  # fmt: skip
+    assert golden_main(argv) == 0
+    case = load(out)
+    assert case.version == 2 and case.start["step"] == [8]
+    assert case.learning_rates(0).tolist() == schedule[8:]
+    assert verify(case, _plain_nadam(case), diagnose=False).passed
+    assert not verify(case, _plain_nadam(case, restart_step=True), diagnose=False).passed
+    (tmp_path / "bad.txt").write_text("1e-3, x")
+    argv[argv.index(str(tmp_path / "lr.txt"))] = str(tmp_path / "bad.txt")
+    assert golden_main(argv) == 2

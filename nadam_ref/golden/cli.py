@@ -97,6 +97,19 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="gradient = θ (f = ½‖θ‖²) instead of stored gradients",
     )
+    g.add_argument(
+        "--lr-schedule",
+        metavar="FILE",
+        help="the learning rate of each step: a text file of numbers, one per step "
+        "(with --resume-after K: K + steps of them)",
+    )
+    g.add_argument(
+        "--resume-after",
+        type=int,
+        default=0,
+        metavar="K",
+        help="the case resumes from the exact state after K steps (a checkpoint)",
+    )
 
     v = sub.add_parser("verify", help="check an implementation's output against a case")
     v.add_argument("case", help="a golden file, or a suite case by name or file name (see 'list')")
@@ -226,10 +239,21 @@ def _generate(args) -> int:
         grad_scale=args.grad_scale,
         loop="closed:sphere" if args.closed_loop else "open",
         generated_by=" ".join(["nadam-ref", *argv_out]) if argv_out else "",
+        lr_schedule=_schedule_file(args.lr_schedule) if args.lr_schedule else None,
+        resume_after=args.resume_after,
     )
     path = save(case, args.out)
     print(f"wrote {path}: {case!r}")
     return 0
+
+
+def _schedule_file(path: str) -> list[float]:
+    """Numbers separated by white space or commas, one per step."""
+    text = Path(path).read_text()
+    try:
+        return [float(x) for x in text.replace(",", " ").split()]
+    except ValueError as e:
+        raise ValueError(f"--lr-schedule {path}: not a list of numbers ({e})") from None
 
 
 def _verify(args) -> int:
