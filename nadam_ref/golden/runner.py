@@ -464,6 +464,8 @@ def write_junit(results: Sequence[CaseResult], path, command: Sequence[str]) -> 
         )
         if r.status == "fail":
             message = r.first_failure or "output out of tolerance"
+            if r.diagnosis:
+                message += f"; diagnosis: {r.diagnosis}"
             el = ET.SubElement(tc, "failure", message=_xml_text(message), type="GoldenMismatch")
             el.text = _xml_text(str(r.report))
         elif r.status == "error":
