@@ -253,7 +253,7 @@ def minimize(
         f, g = objective(x)
         if not math.isfinite(f):
             return result(x, f, g, NONFINITE, f"The objective is {f} at x0; no step was taken.")
-        if not np.all(np.isfinite(g)):
+        if not np.isfinite(g).all():
             return result(
                 x, f, g, NONFINITE, "The gradient is not finite at x0; no step was taken."
             )
@@ -272,7 +272,7 @@ def minimize(
             x = device.read(param)
             if box is not None and device.project(param, x, box):
                 x = device.read(param)
-            if not np.all(np.isfinite(x)):
+            if not np.isfinite(x).all():
                 return result(
                     x_previous,
                     f_previous,
@@ -293,7 +293,7 @@ def minimize(
             f, g = f_new, g_new
             if allvecs is not None:
                 allvecs.append(x.copy())
-            if not np.all(np.isfinite(g)):
+            if not np.isfinite(g).all():
                 return result(
                     x, f, g, NONFINITE, f"The gradient became non-finite at iteration {nit}."
                 )
@@ -484,8 +484,13 @@ def _as_array(value) -> np.ndarray:
         return np.asarray(None)
 
 
+_FLOATS = (float, np.float64, np.float32)
+
+
 def _scalar(value) -> float:
     """The objective's value as a float (SciPy accepts any size-1 real array)."""
+    if type(value) in _FLOATS:  # the common answer, without making an array of it
+        return float(value)
     array = _as_array(value)
     if array.dtype.kind not in "biuf":
         raise TypeError(f"fun must return a real number, got {type(value).__name__} {value!r:.80}")
@@ -496,16 +501,19 @@ def _scalar(value) -> float:
 
 def _gradient(value, x: np.ndarray, where: str) -> np.ndarray:
     """A gradient as a fresh array of x's shape and dtype."""
-    g = _as_array(value)
+    g = value if type(value) is np.ndarray else _as_array(value)
     if g.dtype.kind not in "biuf":
         raise TypeError(
             f"{where} must return real numbers, got {type(value).__name__} of dtype {g.dtype}"
         )
-    g = np.atleast_1d(g)
+    if g.ndim == 0:
+        g = g.reshape(1)
     if g.shape != x.shape:
         raise ValueError(
             f"{where} must return an array of x0's shape {x.shape}, got shape {g.shape}"
         )
+    if g.dtype == x.dtype:  # nothing to round (errstate alone costs more than the copy)
+        return g.astype(x.dtype, copy=True)
     with np.errstate(over="ignore"):  # an overflow to inf is caught as a non-finite gradient
         return g.astype(x.dtype, copy=True)
 
@@ -546,14 +554,14 @@ class _Objective:
 
     def value(self, x: np.ndarray) -> float:
         self.nfev += 1
-        return _scalar(self.fun(np.copy(x), *self.args))
+        return _scalar(self.fun(x.copy(), *self.args))
 
     def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """f(x) and ∇f(x); the gradient is NaN when f(x) is not finite."""
         if self.jac is True:
             self.nfev += 1
             self.njev += 1
-            out = self.fun(np.copy(x), *self.args)
+            out = self.fun(x.copy(), *self.args)
             if not (isinstance(out, (tuple, list)) and len(out) == 2):
                 raise TypeError(
                     f"with jac=True, fun must return a pair (value, gradient), got {type(out).__name__}"
@@ -564,7 +572,7 @@ class _Objective:
             return f, np.full_like(x, np.nan)
         self.njev += 1
         if self.jac is not None:
-            return f, _gradient(self.jac(np.copy(x), *self.args), x, "jac")
+            return f, _gradient(self.jac(x.copy(), *self.args), x, "jac")
         g = approx_derivative(
             self.value,
             x,
@@ -585,6 +593,8 @@ def _projected(x: np.ndarray, g: np.ndarray, box) -> np.ndarray:
 
 
 def _norm(g: np.ndarray, order: float) -> float:
+    if order == math.inf:  # what np.linalg.norm computes for it, without its dispatch
+        return float(np.abs(g).max())
     return float(np.linalg.norm(g.astype(np.float64), ord=order))
 
 
