@@ -448,52 +448,60 @@ def case_first(rounds: int = 3) -> dict:
 
 
 CALLGRIND_SCRIPT = """
-import sys
+import os, sys
 sys.path[:0] = {paths!r}
 import numpy as np
 from bench_overhead import HandNAdam, _tiny_arrays
 from nadam_ref import NAdam, Parameter
 theta, grad = _tiny_arrays()
-step = NAdam([Parameter(theta, grad)]).step if {which!r} == "nadam_ref" else HandNAdam(theta, grad).step
+ours = NAdam([Parameter(theta, grad)]).step
+theta, grad = _tiny_arrays()
+hand = HandNAdam(theta, grad).step
 for _ in range(20):  # warm: compiled code loaded, caches filled
-    step()
+    ours()
+    hand()
+os.getppid()  # callgrind dumps its counts here (startup), ...
 for _ in range({steps}):
-    step()
+    ours()
+os.getppid()  # ... here (NAdam.step), ...
+for _ in range({steps}):
+    hand()
+os.getppid()  # ... and here (the hand-written step)
 """
 
 
-def callgrind_counts(low: int = 100, high: int = 600) -> dict:
-    """Instructions per tiny step: callgrind's total for ``high`` steps minus
-    that for ``low`` steps, over ``high − low``, for each contender."""
+def callgrind_counts(steps: int = 500) -> dict:
+    """Instructions per tiny step, for ``NAdam.step`` and the hand-written
+    loop, counted by callgrind in one process: it dumps its counts (and starts
+    afresh) at each call of ``getppid``, which the script makes only between
+    the phases (startup, ``steps`` of ours, ``steps`` of the hand-written loop)."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         return {"error": "valgrind is not installed"}
-    out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for which in ("nadam_ref", "hand-written"):
-            totals = []
-            for steps in (low, high):
-                log = Path(tmp, f"cg.{which}.{steps}")
-                script = CALLGRIND_SCRIPT.format(
-                    paths=[str(HERE), str(ROOT)], which=which, steps=steps
-                )
-                subprocess.run(
-                    [
-                        valgrind,
-                        "--tool=callgrind",
-                        f"--callgrind-out-file={log}",
-                        sys.executable,
-                        "-c",
-                        script,
-                    ],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                match = re.search(r"^(?:summary|totals):\s*(\d+)", log.read_text(), re.MULTILINE)
-                totals.append(int(match.group(1)))
-            out[which] = (totals[1] - totals[0]) / (high - low)
-    out["nadam_ref / hand-written"] = out["nadam_ref"] / out["hand-written"]
+        log = Path(tmp, "cg.out")
+        script = CALLGRIND_SCRIPT.format(paths=[str(HERE), str(ROOT)], steps=steps)
+        subprocess.run(
+            [
+                valgrind,
+                "--tool=callgrind",
+                "--dump-before=getppid",
+                f"--callgrind-out-file={log}",
+                sys.executable,
+                "-c",
+                script,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        totals = []
+        # cg.out.1, .2, .3: one per getppid call, in order; cg.out: the rest, to the exit.
+        for dump in sorted(Path(tmp).glob("cg.out.*"), key=lambda p: int(p.suffix[1:])):
+            match = re.search(r"^(?:summary|totals):\s*(\d+)", dump.read_text(), re.MULTILINE)
+            totals.append(int(match.group(1)))
+    out = {"NAdam.step": totals[1] / steps, "hand-written": totals[2] / steps}
+    out["NAdam.step / hand-written"] = out["NAdam.step"] / out["hand-written"]
     return out
 
 
