@@ -101,6 +101,25 @@ class NAdam:
             :class:`nadam_ref.functional.NonFiniteError` (a ValueError) naming
             the parameter and the first bad index, and changes nothing.  By
             default (False) non-finite values propagate exactly as in torch.
+
+    Learning-rate schedules: each step uses ``param_groups[i]["lr"]`` as it
+    is at that moment, so a schedule sets it before each step, as torch's
+    schedulers do.  With γ₀ the group's initial lr and t the number of
+    scheduler steps taken so far (0 before the first), torch's schedulers
+    set::
+
+        StepLR(step_size, gamma)          γ_t = γ₀ · gamma^⌊t / step_size⌋
+        MultiStepLR(milestones, gamma)    γ_t = γ₀ · gamma^(number of milestones ≤ t)
+        ExponentialLR(gamma)              γ_t = γ₀ · gamma^t
+        CosineAnnealingLR(T_max, eta_min) γ_t = η_min + (γ₀ − η_min)(1 + cos(π t / T_max)) / 2
+        LambdaLR(f)                       γ_t = γ₀ · f(t)
+
+    for example ``group["lr"] = 1e-2 * 0.5 ** (t // 100)`` before step t + 1
+    is StepLR(step_size=100, gamma=0.5) stepped after every optimizer step
+    (tests/test_torch_optimizer.py checks these against torch's runs; torch
+    evaluates CosineAnnealingLR recursively, within 1e-15 of the closed
+    form).  torch's scheduler objects need a ``torch.optim.Optimizer``: use
+    :class:`nadam_ref.torch_interop.NAdam` for them.
     """
 
     def __init__(
