@@ -66,7 +66,7 @@ def minimize(
     constraints: Any = (),
     hess: Any = None,
     hessp: Any = None,
-    lr: float = 2e-3,
+    lr: float | Callable[[int], float] = 2e-3,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     weight_decay: float = 0.0,
@@ -132,7 +132,9 @@ def minimize(
             constraints); anything but an empty sequence raises ValueError.
         hess, hessp: not used by a first-order method; must be None.
         lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay:
-            NAdam's hyperparameters, with torch's defaults.
+            NAdam's hyperparameters, with torch's defaults.  ``lr`` may be
+            a callable of the iteration: ``lr(k)`` is the learning rate of
+            iteration k = 1, 2, … (e.g. ``lambda k: 0.1 * 0.99**k``).
         maxiter: the most iterations (NAdam steps); default 10 000.
         gtol: stop successfully when ``‖g‖_norm ≤ gtol`` (default 1e-5, or
             ``tol`` when that is given, as scipy.optimize.minimize passes it).
@@ -211,10 +213,11 @@ def minimize(
     if box is not None:
         np.clip(x, box[0], box[1], out=x)
     param = Parameter(x)
+    schedule = lr if callable(lr) else None
     # Hyperparameters and the backend are checked here, before fun is ever called.
     optimizer = NAdam(
         [param],
-        lr=lr,
+        lr=0.0 if schedule is not None else lr,  # a schedule's lr is set before each step
         betas=betas,
         eps=eps,
         weight_decay=weight_decay,
@@ -267,6 +270,8 @@ def minimize(
                 return result(x, f, g, MAXITER, "Maximum number of iterations has been exceeded.")
             x_previous, f_previous = x.copy(), f
             param.grad = device.grad(g, param.data)
+            if schedule is not None:
+                optimizer.param_groups[0]["lr"] = _scheduled_lr(schedule, nit + 1)
             optimizer.step()
             nit += 1
             x = device.read(param)
@@ -381,6 +386,17 @@ def _count(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"{name} must be a whole number ≥ 0, got {value!r}")
     return int(value)
+
+
+def _scheduled_lr(schedule: Callable[[int], float], k: int) -> float:
+    value = schedule(k)
+    try:  # a number, or a one-element array or tensor, but not a string
+        lr = math.nan if isinstance(value, (str, bytes, bool)) else float(value)
+    except (TypeError, ValueError):
+        lr = math.nan
+    if not (math.isfinite(lr) and lr >= 0):
+        raise ValueError(f"lr({k}) must be a finite real number ≥ 0, got {value!r}")
+    return lr
 
 
 def _tolerance(name: str, value) -> float:
