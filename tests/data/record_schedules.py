@@ -130,7 +130,9 @@ def run_legacy(case: str, dtype: str, steps: int = KERAS_STEPS):
     trajectory = [np.empty((steps, *x.shape), dtype) for x in initial]
     lrs = np.empty(steps, dtype)
     for t in range(steps):
-        lrs[t] = opt._decayed_lr(tf.as_dtype(dtype)).numpy()  # what the step below uses
+        # what the step below uses (Nadam's _prepare_local reads the hyperparameter, not
+        # _decayed_lr, whose time decay would apply Nadam's `decay`, ψ, to the lr)
+        lrs[t] = opt._get_hyper("learning_rate", tf.as_dtype(dtype)).numpy()
         opt.apply_gradients(
             [(tf.constant(g[t].astype(dtype)), v) for g, v in zip(grads, variables)]
         )
