@@ -18,6 +18,7 @@ Usage::
 
     python benchmarks/bench_torch_optimizer.py                  # both models, 15 rounds
     python benchmarks/bench_torch_optimizer.py --models mlp --repeats 25
+    python benchmarks/bench_torch_optimizer.py --threads 1     # one thread each: no oversubscription
 
 Results go to ``benchmarks/results/bench_torch_optimizer.json`` (git-ignored).
 """
@@ -74,8 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="mlp,deep", help="comma-separated: mlp, deep")
     parser.add_argument("--repeats", type=int, default=15, help="timed rounds per model")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for both torch and numba (default: theirs)",
+    )
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON results")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+        __import__("numba").set_num_threads(args.threads)
     results = {
         "machine": machine(),
         "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
