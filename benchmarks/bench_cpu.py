@@ -267,8 +267,10 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     ),
                     f"{q['roofline / numba step']:.2f}",
-                    f"{q.get('torch foreach / numba step', float('nan')):.1f}x",
-                    f"{q.get('torch loop / numba step', float('nan')):.1f}x",
+                    *(  # "-" where a contender did not run (no torch), as in the times
+                        f"{q[k]:.1f}x" if k in q else "-"
+                        for k in ("torch foreach / numba step", "torch loop / numba step")
+                    ),
                     f"{q['numpy step / numba step']:.1f}x",
                 ]
             )

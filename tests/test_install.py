@@ -299,3 +299,30 @@ def test_cuda_benchmarks_without_numba_cuda_name_the_extra(argv, tmp_path):
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr  # one line
     assert lines[0].startswith(f"{argv[0]}: the cuda backend needs numba-cuda")
     assert "pip install '.[cuda]'" in lines[0] and "nothing measured" in lines[0]
+
+
+def test_cpu_benchmark_without_torch_prints_dashes_not_nan(tmp_path):
+    """benchmarks/bench_cpu.py with torch hidden: its torch columns say "-", as the
+    times do, never "nanx"."""
+    hide_torch = WITHOUT_NUMBA_CUDA.replace('"numba_cuda"', '"torch"')
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            hide_torch,
+            str(REPO / "benchmarks" / "bench_cpu.py"),
+            "--cases",
+            "b",
+            "--repeats",
+            "1",
+            "--out",
+            str(tmp_path / "cpu.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO), "NUMBA_NUM_THREADS": "2"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = [line for line in done.stdout.splitlines() if line.startswith("b: 500 x 1000")]
+    assert "nan" not in row.lower() and row.split()[-3:-1] == ["-", "-"], row
