@@ -270,6 +270,14 @@ class NAdam(_Optimizer):
             "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
         }
 
+    def __getstate__(self) -> dict:
+        # torch pickles an optimizer as its defaults, state and groups; ours adds two choices
+        return {**super().__getstate__(), "profile": self.profile, "backend": self.backend}
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._views = {}
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's ``load_state_dict`` (a torch.optim.NAdam state dict loads
         here and back); with ``profile="reference"`` step and ∏μ are then

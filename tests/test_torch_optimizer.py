@@ -436,3 +436,25 @@ def test_documented_formulas_of_other_schedulers(torch, name):
         assert opt.param_groups[0]["lr"] == pytest.approx(0.5 * formula(t), rel=1e-15)
         opt.step()
         sched.step()
+
+
+def test_the_optimizer_pickles_as_torch_optimizers_do(torch, NAdam):
+    """copy.deepcopy and torch.save(opt) pickle the optimizer object itself
+    (not its state_dict): the copy keeps its profile and steps on."""
+    import copy
+
+    model = _model(torch)
+    opt = NAdam(model.parameters(), lr=1e-2, profile="reference")
+    x = torch.randn(5, 6)
+    for _ in range(3):
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+    twin = copy.deepcopy(opt)
+    assert twin.profile == "reference" and twin.backend is None
+    p, q = opt.param_groups[0]["params"][0], twin.param_groups[0]["params"][0]
+    q.grad = p.grad.clone()
+    opt.step()
+    twin.step()
+    assert torch.equal(p, q)
+    assert twin.state[q]["mu_product"].dtype == torch.float64
