@@ -326,3 +326,31 @@ def test_cpu_benchmark_without_torch_prints_dashes_not_nan(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     (row,) = [line for line in done.stdout.splitlines() if line.startswith("b: 500 x 1000")]
     assert "nan" not in row.lower() and row.split()[-3:-1] == ["-", "-"], row
+
+
+def test_cuda_backend_without_numba_cuda_says_how_to_install_it_from_the_clone(tmp_path):
+    script = tmp_path / "use_cuda.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import numpy as np
+            import nadam_ref
+
+            try:
+                nadam_ref.NAdam([np.zeros(3, np.float32)], backend="cuda")
+            except ImportError as error:
+                print(error)
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_NUMBA_CUDA, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO), "NUMBA_ENABLE_CUDASIM": "0"},
+    )
+    assert done.returncode == 0, done.stderr
+    # The package is not on an index: the extra is installed from the clone.
+    assert "needs numba-cuda" in done.stdout and "pip install '.[cuda]'" in done.stdout
+    assert "nadam_ref[cuda]" not in done.stdout
