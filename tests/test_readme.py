@@ -264,6 +264,14 @@ def test_every_code_block_is_fenced_with_a_language():
     assert sum(language == "python" for _, language, _ in blocks) >= 5
 
 
+def test_commands_say_python3():
+    """Plain Debian and Ubuntu have no ``python`` (only ``python3``) outside a venv."""
+    text = README.read_text(encoding="utf-8")
+    plain = re.compile(r"(?<![\w/.-])python\s+(?:-[mcW]\b|[\w./-]+\.py\b)")  # a command
+    lines = [n for n, line in enumerate(text.splitlines(), 1) if plain.search(line)]
+    assert not lines, f"README lines {lines}: say python3"
+
+
 def _commands(line: str) -> list[list[str]]:
     """The commands of a shell line (split at ``&&``, comment dropped), as words."""
     words = shlex.split(line, comments=True)
