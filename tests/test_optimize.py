@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -913,6 +914,31 @@ def test_progress_lines_and_bar_do_not_overwrite_each_other(monkeypatch):
     out = run_display(Terminal(), 20, 0.002, every=5)
     lines = [line.split("\r")[-1] for line in out.split("\n")]  # what stays on screen
     assert [int(line.split()[0]) for line in lines[1:-1]] == [0, 5, 10, 15, 20]
+
+
+def test_bar_in_a_notebook_is_tqdms_widget(monkeypatch):
+    """In a Jupyter kernel the bar is tqdm.notebook's widget (tqdm.auto), not text."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    pytest.importorskip("ipywidgets", reason="tqdm draws a notebook bar with ipywidgets")
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell(
+            "from scipy.optimize import rosen, rosen_der\n"
+            "import nadam_ref\n"
+            "res = nadam_ref.minimize(rosen, [-1.2, 1.0], jac=rosen_der, lr=0.01, maxiter=200,\n"
+            "                         gtol=0, progress=True)\n"
+            "print(res.nit)"
+        )
+    ]
+    repo = str(Path(__file__).resolve().parents[1])  # the kernel imports this checkout
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
+    nbclient.NotebookClient(notebook, timeout=240, kernel_name="python3").execute()
+    outputs = notebook.cells[0].outputs
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
+    printed = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
+    assert printed.strip() == "200" and "|" not in printed  # no text bar beside the widget
 
 
 # -- the demo command -----------------------------------------------------------------------
