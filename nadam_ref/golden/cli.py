@@ -3,6 +3,7 @@
     nadam-ref golden list
     nadam-ref golden generate --suite [--out DIR] [--only CASE ...]
     nadam-ref golden generate --profile torch --dtype float32 --steps 50 --shape 3,4 --seed 0 --out case.json
+    nadam-ref golden generate --shape 1000000 --steps 100 --record-steps 1,10,100 --workers 2 --out big.npz
     nadam-ref golden verify CASE ACTUAL
     nadam-ref golden run [CASE ... | --suite] [--profile P] [--junit FILE] [--json FILE] -- COMMAND ARGS...
 
@@ -20,6 +21,7 @@ case passes, 1 when one fails or errs, 2 when it cannot run.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -40,6 +42,24 @@ def _shape(text: str) -> tuple[int, ...]:
     if any(n < 0 for n in shape):
         raise argparse.ArgumentTypeError(f"a shape cannot have negative sizes: {text!r}")
     return shape
+
+
+def _steps(text: str) -> list[int]:
+    """'1,10,50-100,200-1000:100' → the listed steps, ranges inclusive."""
+    out = []
+    try:
+        for item in text.split(","):
+            span, _, stride = item.partition(":")
+            a, _, b = span.partition("-")
+            lo, hi = int(a), int(b or a)
+            out.extend(range(lo, hi + 1, int(stride or 1)))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"record steps are integers and ranges A-B[:STRIDE] separated by commas, got {text!r}"
+        ) from None
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"record steps must be ≥ 1, got {text!r}")
+    return out
 
 
 def parser() -> argparse.ArgumentParser:
@@ -109,6 +129,28 @@ def parser() -> argparse.ArgumentParser:
         default=0,
         metavar="K",
         help="the case resumes from the exact state after K steps (a checkpoint)",
+    )
+    g.add_argument(
+        "--record-steps",
+        type=_steps,
+        default=None,
+        metavar="STEPS",
+        help="steps to record, e.g. 1,10,50-100 or 10-100:10 (default: every step)",
+    )
+    g.add_argument(
+        "--method",
+        choices=("fast", "mpmath"),
+        default="fast",
+        help="fast: compiled double-double with mpmath fallback (the same bits); "
+        "mpmath: the reference oracle (default fast)",
+    )
+    g.add_argument(
+        "--workers", type=int, default=1, help="processes for the fast oracle (default 1)"
+    )
+    g.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the fast oracle on a Dask cluster (needs the 'distributed' extra)",
     )
 
     v = sub.add_parser("verify", help="check an implementation's output against a case")
@@ -204,8 +246,15 @@ def _list(args) -> int:
 def _generate(args) -> int:
     from .suite import write_suite
 
+    if args.workers < 1:
+        raise ValueError(f"--workers must be ≥ 1, got {args.workers}")
     if args.suite:
-        write_suite(Path(args.out or "."), args.only, progress=lambda p: print(f"wrote {p}"))
+        write_suite(
+            Path(args.out or "."),
+            args.only,
+            progress=lambda p: print(f"wrote {p}"),
+            method=args.method,
+        )
         return 0
     if args.only:
         raise ValueError("--only goes with --suite")
@@ -226,6 +275,17 @@ def _generate(args) -> int:
     shapes = args.shape or [(3,)]
     name = args.name or f"{args.profile}-{args.dtype}-seed{args.seed}"
     argv_out = sys.argv[1:] if sys.argv and sys.argv[0].endswith("nadam-ref") else []
+    element_steps = args.steps * sum(math.prod(s) for s in shapes)
+    if args.method == "fast" and element_steps >= 1_000_000 and args.scheduler is None:
+        from .fast_oracle import estimate_seconds
+
+        seconds, rate = estimate_seconds(element_steps, args.workers)
+        print(
+            f"{element_steps:.3g} element-steps: about {_duration(seconds)} on "
+            f"{args.workers} worker(s) (calibrated here: {rate:.3g} element-steps/s each)",
+            file=sys.stderr,
+        )
+    stats = {}
     case = make_case(
         name,
         profile=args.profile,
@@ -238,12 +298,24 @@ def _generate(args) -> int:
         grad_kind=args.grad_kind,
         grad_scale=args.grad_scale,
         loop="closed:sphere" if args.closed_loop else "open",
+        record_steps=args.record_steps,
         generated_by=" ".join(["nadam-ref", *argv_out]) if argv_out else "",
         lr_schedule=_schedule_file(args.lr_schedule) if args.lr_schedule else None,
         resume_after=args.resume_after,
+        method=args.method,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        progress=None,  # a bar where stderr is a terminal
+        stats=stats,
     )
     path = save(case, args.out)
     print(f"wrote {path}: {case!r}")
+    if stats:
+        print(
+            f"fast oracle: {stats['element_steps']:.3g} element-steps in "
+            f"{_duration(stats['seconds'])}, {stats['fallback']} of {stats['elements']} "
+            "elements recomputed by the mpmath path"
+        )
     return 0
 
 
@@ -254,6 +326,10 @@ def _schedule_file(path: str) -> list[float]:
         return [float(x) for x in text.replace(",", " ").split()]
     except ValueError as e:
         raise ValueError(f"--lr-schedule {path}: not a list of numbers ({e})") from None
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def _verify(args) -> int:

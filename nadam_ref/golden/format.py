@@ -76,7 +76,7 @@ RULE_KEYS = (
 )
 DTYPES = ("float32", "float64", "complex64", "complex128")
 #: Largest array (elements) a file may declare; protects the loader from absurd shapes.
-MAX_ELEMENTS = 50_000_000
+MAX_ELEMENTS = 2_000_000_000
 
 
 class GoldenFormatError(ValueError):
@@ -310,16 +310,9 @@ def to_json(case: Case) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _npy_bytes(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.lib.format.write_array(
-        buf, np.array(a, order="C"), allow_pickle=False
-    )  # (ascontiguousarray makes 0-d 1-d)
-    return buf.getvalue()
-
-
-def to_npz(case: Case) -> bytes:
-    """The case as ``.npz`` bytes (deterministic, no pickles)."""
+def _write_npz(case: Case, fileobj) -> None:
+    """Write the case's ``.npz`` form to a seekable binary file, one array at
+    a time (a large case is never held twice in memory)."""
     meta = {**_meta(case), **_tail(case)}
     if case.start is not None:
         meta["start"] = _start_meta(case)
@@ -335,22 +328,47 @@ def to_npz(case: Case) -> bytes:
     for q in ("exp_avg", "exp_avg_sq") if case.start is not None else ():
         for i, a in enumerate(case.start[q]):
             arrays[f"start_{q}_{i}"] = a
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+    with zipfile.ZipFile(fileobj, "w", zipfile.ZIP_DEFLATED) as z:
         for name, a in arrays.items():
+            a = np.asarray(a, order="C")
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(
+                header, np.lib.format.header_data_from_array_1_0(a)
+            )
             info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
-            z.writestr(info, _npy_bytes(a), compresslevel=9)
+            info._compresslevel = 9  # as writestr(..., compresslevel=9) sets it
+            # The size known in advance, as writestr knows it (it decides ZIP64 the same way).
+            info.file_size = len(header.getvalue()) + a.nbytes
+            with z.open(info, "w") as dest:
+                dest.write(header.getvalue())
+                data = memoryview(a.reshape(-1).view(np.uint8))
+                for k in range(0, len(data), 1 << 24):
+                    dest.write(data[k : k + (1 << 24)])
+
+
+def to_npz(case: Case) -> bytes:
+    """The case as ``.npz`` bytes (deterministic, no pickles)."""
+    buf = io.BytesIO()
+    _write_npz(case, buf)
     return buf.getvalue()
 
 
 def save(case: Case, path) -> Path:
-    """Write ``case`` to ``path`` (``.json`` or ``.npz``), atomically."""
+    """Write ``case`` to ``path`` (``.json`` or ``.npz``), atomically; an
+    ``.npz`` is streamed to disk array by array."""
     path = Path(path)
-    data = to_npz(case) if path.suffix == ".npz" else to_json(case).encode()
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        if path.suffix == ".npz":
+            with open(tmp, "wb") as f:
+                _write_npz(case, f)
+        else:
+            tmp.write_bytes(to_json(case).encode())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

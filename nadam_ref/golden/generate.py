@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..functional import as_real
-from . import oracle
+from . import fast_oracle, oracle
 from .format import Case
 from .profiles import get_profile
 from .tolerance import DERIVATION, ToleranceBound, finish
@@ -69,6 +69,11 @@ def make_case(
     lr_schedule: Sequence[float] | None = None,
     start: dict | None = None,
     resume_after: int = 0,
+    method: str = "fast",
+    workers: int = 1,
+    scheduler=None,
+    progress: bool | None = False,
+    stats: dict | None = None,
 ) -> Case:
     """Generate a case: draw (or take) the inputs, run the exact oracle with
     the profile's rules, derive the tolerances.
@@ -86,7 +91,15 @@ def make_case(
     (gradients from ``seed``), and the case resumes from its correctly rounded
     state, with new gradients (``seed + 1``); a schedule then covers all
     k + ``steps`` steps, the first k before the checkpoint.
+
+    ``method``: ``"fast"`` (:mod:`nadam_ref.golden.fast_oracle`, the same
+    bits) or ``"mpmath"`` (:mod:`nadam_ref.golden.oracle`, the reference);
+    ``workers``, ``scheduler`` and ``progress`` go to
+    :func:`nadam_ref.golden.fast_oracle.fast_run`, whose statistics (the
+    fallback count among them) are put into ``stats`` when it is given.
     """
+    if method not in ("fast", "mpmath"):
+        raise ValueError(f"method must be 'fast' or 'mpmath', got {method!r}")
     if resume_after:
         if start is not None or params0 is not None:
             raise ValueError("resume_after makes the start itself; give no start or params0")
@@ -125,6 +138,9 @@ def make_case(
             param_scale=param_scale,
             loop=loop,
             record_steps=[resume_after],
+            method=method,
+            workers=workers,
+            scheduler=scheduler,
         )
         e = before.expected
         start = {
@@ -145,7 +161,10 @@ def make_case(
         raise ValueError("a case needs at least one parameter shape")
     if steps < 1:
         raise ValueError(f"steps must be ≥ 1, got {steps}")
-    _check_size(shapes, steps)
+    if method == "mpmath":
+        _check_size(shapes, steps)
+    if workers < 1:
+        raise ValueError(f"workers must be ≥ 1, got {workers}")
     if loop not in ("open", "closed:sphere"):
         raise ValueError(f"loop must be 'open' or 'closed:sphere', got {loop!r}")
     if loop != "open" and dtype.kind == "c":
@@ -195,24 +214,37 @@ def make_case(
         if record_steps is None
         else sorted(set(int(s) for s in record_steps))
     )
+    if not record or record[0] < 1 or record[-1] > steps:
+        raise ValueError(f"record_steps must be steps in 1..{steps}, got {record_steps!r}")
     if start is not None:
         start = _check_start(start, params0, dtype)
     real_dtypes = [np.zeros(0, dtype).real.dtype] * len(shapes)
-    bound = ToleranceBound(
-        rules,
-        real_dtypes,
-        feedback=1.0 if loop != "open" else 0.0,
-        start_m=None if start is None else [as_real(m) for m in start["exp_avg"]],
-    )
-    exact = oracle.exact_run(
-        rules,
-        params0,
-        [None] * len(shapes) if grads is None else grads,
-        record,
-        observe=bound,
-        start=start,
-    )
-    tolerance = finish(bound, exact, record, [dtype] * len(shapes))
+    feedback = 1.0 if loop != "open" else 0.0
+    inputs = [None] * len(shapes) if grads is None else grads
+    if method == "fast":
+        exact, tolerance, run_stats = fast_oracle.fast_run(
+            rules,
+            params0,
+            inputs,
+            record,
+            feedback=feedback,
+            start=start,
+            workers=workers,
+            scheduler=scheduler,
+            progress=progress,
+        )
+        if stats is not None:
+            stats.update(run_stats)
+    else:
+        bound = ToleranceBound(
+            rules,
+            real_dtypes,
+            feedback=feedback,
+            start_m=None if start is None else [as_real(m) for m in start["exp_avg"]],
+            record=record,
+        )
+        exact = oracle.exact_run(rules, params0, inputs, record, observe=bound, start=start)
+        tolerance = finish(bound, exact, record, [dtype] * len(shapes))
     return Case(
         name=name,
         profile=profile,
@@ -272,4 +304,7 @@ def _check_start(start: dict, params0, dtype) -> dict:
 def _check_size(shapes, steps):
     n = steps * sum(math.prod(s) for s in shapes)
     if n > 5_000_000:
-        raise ValueError(f"{n} element-steps is too many for the exact oracle (about 0.2 ms each)")
+        raise ValueError(
+            f"{n} element-steps is too many for the mpmath oracle (about 0.2 ms each); "
+            "the fast one (method='fast') has no such limit"
+        )

@@ -22,9 +22,11 @@ remaining error of the oracle itself, after 10⁵ steps, is about
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import cache
 
 import mpmath
 import numpy as np
+from mpmath.libmp import mpf_pos, round_nearest
 from numpy.typing import DTypeLike
 
 from ..element import nadam_element
@@ -61,9 +63,7 @@ def round_to(x, dtype: DTypeLike):
     t = dtype.type
     if not ctx.isfinite(x):
         return t(float(x))
-    big = np.finfo(dtype).max
-    # Beyond max + ½ulp(max) (inclusive: max's last bit is odd) IEEE rounds to ±inf.
-    limit = Exact(float(big)) + (Exact(float(big)) - Exact(float(np.nextafter(big, t(0))))) / 2
+    big, limit, tiny = _limits(dtype)
     if abs(x) >= limit:
         return t(np.inf) if x > 0 else t(-np.inf)
     with np.errstate(over="ignore"):
@@ -72,9 +72,13 @@ def round_to(x, dtype: DTypeLike):
         r = t(big) if x > 0 else t(-big)
     # float(x) rounds correctly to float64 (mpmath rounds to nearest) in the
     # normal range; a second rounding to float32, or a subnormal, can be off by
-    # one where the first landed on a tie, so settle it among the neighbours.
-    if dtype == np.float64 and abs(r) >= np.finfo(np.float64).tiny:
+    # one where the first landed on a tie.  Inside float32's normal range one
+    # rounding to 24 bits (mpmath's nearest, ties to even) is exact; elsewhere
+    # settle it among the neighbours.
+    if dtype == np.float64 and abs(r) >= tiny:
         return r
+    if dtype == np.float32 and abs(r) > tiny and isinstance(x, Exact):
+        return t(float(ctx.make_mpf(mpf_pos(x._mpf_, 24, round_nearest))))
     best, best_err = r, None
     bits = np.uint64 if dtype.itemsize == 8 else np.uint32
     for c in (np.nextafter(r, t(-np.inf)), r, np.nextafter(r, t(np.inf))):
@@ -88,6 +92,16 @@ def round_to(x, dtype: DTypeLike):
         ):
             best, best_err = c, err
     return best
+
+
+@cache
+def _limits(dtype: np.dtype) -> tuple:
+    """max, the magnitude from which IEEE rounds to ±inf (max + ½ulp(max),
+    inclusive: max's last bit is odd), and the smallest normal number."""
+    info = np.finfo(dtype)
+    big = Exact(float(info.max))
+    below = Exact(float(np.nextafter(info.max, dtype.type(0))))
+    return info.max, big + (big - below) / 2, info.tiny
 
 
 def round_array(array: np.ndarray, dtype: DTypeLike) -> np.ndarray:
@@ -182,6 +196,19 @@ def exact_run(
 def exact_step(rule: dict, theta, grad, m, v, step, mu_product, to_state: Callable | None = None):
     """One exact step from any state: object arrays θ, g, m, v (real views),
     the stored step t−1 and ∏_{i<t} μ_i.  Returns (θ, m, v, scalars, coefficients)."""
+    scalars, coef = exact_coefficients(rule, step, mu_product, to_state)
+    # Scalars as 0-d object arrays: an mpf times an ndarray would first
+    # try (slowly) to read the whole array as one number; 0-d object arrays
+    # come back as bare numbers, hence the asarray.
+    args = [x if isinstance(x, bool) else np.array(x, dtype=object) for x in coef]
+    theta, m, v = (np.asarray(x, dtype=object) for x in nadam_element(theta, grad, m, v, *args))
+    return theta, m, v, scalars, coef
+
+
+def exact_coefficients(rule: dict, step, mu_product, to_state: Callable | None = None):
+    """The exact schedule scalars and element coefficients of the step after
+    the stored step t−1 and ∏_{i<t} μ_i: (scalars, coefficients), shared by
+    every element (:mod:`nadam_ref.golden.fast_oracle` uses them as they are)."""
     to_state = to_state or state_rounding(rule.get("state_dtype"))
     scalars = advance(
         step,
@@ -207,12 +234,7 @@ def exact_step(rule: dict, theta, grad, m, v, step, mu_product, to_state: Callab
         compute_dtype=Exact,
         dtype=Exact,
     )
-    # Scalars as 0-d object arrays: an mpf times an ndarray would first
-    # try (slowly) to read the whole array as one number; 0-d object arrays
-    # come back as bare numbers, hence the asarray.
-    args = [x if isinstance(x, bool) else np.array(x, dtype=object) for x in coef]
-    theta, m, v = (np.asarray(x, dtype=object) for x in nadam_element(theta, grad, m, v, *args))
-    return theta, m, v, scalars, coef
+    return scalars, coef
 
 
 def _back(real: np.ndarray, dtype: np.dtype) -> np.ndarray:

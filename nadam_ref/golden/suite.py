@@ -434,13 +434,17 @@ def case_file(name: str) -> str:
     return f"{name}.{SUITE[name][0]}"
 
 
-def generate(name: str) -> Case:
-    """Generate the suite case ``name`` with the exact oracle."""
+def generate(name: str, method: str = "fast") -> Case:
+    """Generate the suite case ``name`` with the exact oracle (``method``: see
+    :func:`nadam_ref.golden.generate.make_case`; both give the same bytes)."""
     from .generate import make_case  # needs mpmath; loading the suite does not
 
     ext, options = SUITE[name]
     return make_case(
-        name, generated_by=f"nadam-ref golden generate --suite --only {name}", **options
+        name,
+        generated_by=f"nadam-ref golden generate --suite --only {name}",
+        method=method,
+        **options,
     )
 
 
@@ -455,14 +459,14 @@ def suite_name(name: str) -> str:
     raise ValueError(f"unknown suite case {name!r}; 'nadam-ref golden list' shows them")
 
 
-def write_suite(out_dir, names=None, *, progress=None) -> list[Path]:
+def write_suite(out_dir, names=None, *, progress=None, method: str = "fast") -> list[Path]:
     """Regenerate the suite (or the cases ``names``, by name or file name) into ``out_dir``."""
     names = [suite_name(n) for n in names] if names else list(SUITE)  # all checked first
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in names:
-        case = generate(name)
+        case = generate(name, method)
         path = out / case_file(name)
         save(case, path)
         paths.append(path)

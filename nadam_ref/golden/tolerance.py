@@ -69,11 +69,13 @@ def unit_roundoff(dtype) -> float:
 class ToleranceBound:
     """Accumulates the bounds above while the oracle runs (its ``observe``)."""
 
-    def __init__(self, rules, real_dtypes, feedback: float = 0.0, start_m=None):
+    def __init__(self, rules, real_dtypes, feedback: float = 0.0, start_m=None, record=None):
         self.rules, self.real_dtypes, self.feedback = rules, real_dtypes, feedback
         # Resuming from a checkpoint: |m_k| bounds the momentum M before the first step
         # (the checkpoint's values are taken exactly, so their errors start at 0).
         self.start_m = start_m
+        # The steps whose bounds are kept (None: all); memory stays bounded on long runs.
+        self.record = None if record is None else set(int(t) for t in record)
         self.state: dict[int, dict] = {}
         self.tol: dict[int, dict[int, dict[str, np.ndarray]]] = {}
 
@@ -123,6 +125,8 @@ class ToleranceBound:
         )
         prod_rel = st["prod_rel"] + 4 * u_c + u_s
         st.update(M=M, Em=Em, Ev=Ev, Eth=Eth, prod_rel=prod_rel)
+        if self.record is not None and t not in self.record:
+            return
         self.tol.setdefault(i, {})[t] = dict(
             param=Eth, exp_avg=Em, exp_avg_sq=Ev, mu_product_rel=prod_rel
         )
