@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import inspect
 import itertools
+import json
 import textwrap
 
 import numpy as np
@@ -317,6 +318,20 @@ def load_bytes(data: bytes):
     return loads(data)
 
 
+def test_schedule_and_resume_equal_the_mpmath_oracle():
+    """Format version 2: a learning rate per step, and a resume from a checkpoint."""
+    fast, slow, stats = _both(
+        profile="keras3",
+        dtype="float32",
+        shapes=[(20,)],
+        steps=8,
+        seed=17,
+        resume_after=5,
+        lr_schedule=[1e-3 * (0.9**t) for t in range(13)],
+    )
+    assert fast == slow and stats["fallback"] == 0
+
+
 def test_long_run_equals_the_mpmath_oracle():
     fast, slow, stats = _both(
         profile="torch",
@@ -363,11 +378,24 @@ def test_cli_generates_a_large_case_with_record_steps(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "0 of 300 elements recomputed by the mpmath path" in out
     assert golden_main([*args, "--method", "mpmath", "--out", str(tmp_path / "m.npz")]) == 0
+    stats = tmp_path / "stats.json"
+    assert golden_main([*args, "--stats", str(stats), "--out", str(tmp_path / "s.npz")]) == 0
+    assert json.loads(stats.read_text())["fallback"] == 0
     assert (tmp_path / "f.npz").read_bytes() == (tmp_path / "m.npz").read_bytes()
     assert load(tmp_path / "f.npz").record_steps == [1, 4, 6, 8]
     with pytest.raises(SystemExit):
         golden_main([*args[:-1], "0,3", "--out", str(tmp_path / "x.npz")])
     assert "record steps must be ≥ 1" in capsys.readouterr().err
+
+
+def test_check_elements_recomputes_with_mpmath_and_finds_a_changed_bit():
+    case = make_case("c", profile="torch", dtype="complex64", shapes=[(4, 5)], steps=5, seed=18)
+    assert fo.check_elements(case, [[0, 7, 19]]) == 0
+    case.tolerance["exp_avg"][0][2, 1, 2] = (
+        np.nextafter(case.tolerance["exp_avg"][0][2, 1, 2].real, np.float32(1))
+        + 1j * case.tolerance["exp_avg"][0][2, 1, 2].imag
+    )
+    assert fo.check_elements(case, [[0, 7, 19]]) == 1  # element 7 is [1, 2]
 
 
 def test_progress_bar_and_estimate(capsys):

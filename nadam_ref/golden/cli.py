@@ -21,6 +21,7 @@ case passes, 1 when one fails or errs, 2 when it cannot run.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -151,6 +152,11 @@ def parser() -> argparse.ArgumentParser:
         "--scheduler",
         metavar="ADDRESS",
         help="run the fast oracle on a Dask cluster (needs the 'distributed' extra)",
+    )
+    g.add_argument(
+        "--stats",
+        metavar="FILE",
+        help="write the fast oracle's statistics as JSON, with the elements it handed to mpmath",
     )
 
     v = sub.add_parser("verify", help="check an implementation's output against a case")
@@ -310,6 +316,8 @@ def _generate(args) -> int:
     )
     path = save(case, args.out)
     print(f"wrote {path}: {case!r}")
+    if stats and args.stats:
+        Path(args.stats).write_text(json.dumps({**stats, "flagged": stats["flagged"]}) + "\n")
     if stats:
         print(
             f"fast oracle: {stats['element_steps']:.3g} element-steps in "

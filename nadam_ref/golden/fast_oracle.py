@@ -542,34 +542,86 @@ def run_range(
         flagged = np.unique(flagged // 2)
     if len(flagged):
         # Ziv's strategy: these elements' whole trajectories, by the mpmath path.
-        sub_start = None
-        if start is not None:
-            sub_start = {
-                "step": [start["step"]],
-                "mu_product": [start["mu_product"]],
-                "exp_avg": [np.asarray(start["exp_avg"])[flagged]],
-                "exp_avg_sq": [np.asarray(start["exp_avg_sq"])[flagged]],
-            }
-        sub_bound = ToleranceBound(
-            [rule],
-            [real],
-            feedback,
-            start_m=None if start is None else [as_real(sub_start["exp_avg"][0])],
-            record=record,
+        sub, sub_tol = _mpmath_elements(
+            rule, params0, grads, record, feedback, start, flagged, dtype
         )
-        sub = oracle.exact_run(
-            [rule],
-            [params0[flagged]],
-            [None if closed else grads[:, flagged]],
-            record,
-            observe=sub_bound,
-            start=sub_start,
-        )
-        sub_tol = finish(sub_bound, sub, record, [dtype])
         for q in ("param", "exp_avg", "exp_avg_sq"):
             expected[q][0][:, flagged] = sub[q][0]
             tolerance[q][0][:, flagged] = sub_tol[q][0]
     return {"expected": expected, "tolerance": tolerance, "flagged": flagged}
+
+
+def _mpmath_elements(rule, params0, grads, record, feedback, start, index, dtype):
+    """Trajectory and tolerances of the elements ``index`` of a flat parameter
+    (``params0`` [k], ``grads`` [steps, k] or None, ``start`` as
+    :func:`run_range` takes it), by the mpmath oracle."""
+    real = np.zeros(0, dtype).real.dtype
+    sub_start = None
+    if start is not None:
+        sub_start = {
+            "step": [start["step"]],
+            "mu_product": [start["mu_product"]],
+            "exp_avg": [np.asarray(start["exp_avg"])[index]],
+            "exp_avg_sq": [np.asarray(start["exp_avg_sq"])[index]],
+        }
+    bound = ToleranceBound(
+        [rule],
+        [real],
+        feedback,
+        start_m=None if start is None else [as_real(sub_start["exp_avg"][0])],
+        record=record,
+    )
+    exact = oracle.exact_run(
+        [rule],
+        [params0[index]],
+        [None if grads is None else grads[:, index]],
+        record,
+        observe=bound,
+        start=sub_start,
+    )
+    return exact, finish(bound, exact, record, [dtype])
+
+
+def check_elements(case, indices: Sequence[Sequence[int]]) -> int:
+    """Recompute elements of a generated case with the mpmath oracle, from the
+    case's own inputs, and compare them with the file.
+
+    ``indices[i]``: flat element indices of parameter i.  Returns how many of
+    those elements differ from the file in any bit of any recorded expected
+    value or tolerance (0 when the file is what the mpmath oracle gives)."""
+    record = list(case.record_steps)
+    feedback = 1.0 if case.loop != "open" else 0.0
+    rows = len(record)
+    differ = 0
+    for i, idx in enumerate(indices):
+        idx = np.array(sorted(set(int(j) for j in idx)), dtype=np.int64)
+        if not len(idx):
+            continue
+        flat = case.params0[i].reshape(-1)
+        grads = None if case.grads is None else case.grads[i].reshape(case.steps, -1)
+        start = None
+        if case.start is not None:
+            start = {
+                "step": case.start["step"][i],
+                "mu_product": case.start["mu_product"][i],
+                "exp_avg": np.asarray(case.start["exp_avg"][i]).reshape(-1),
+                "exp_avg_sq": np.asarray(case.start["exp_avg_sq"][i]).reshape(-1),
+            }
+        exact, tol = _mpmath_elements(
+            case.rules[i], flat, grads, record, feedback, start, idx, case.dtype
+        )
+        same = np.ones(len(idx), bool)
+        for q in ("param", "exp_avg", "exp_avg_sq"):
+            for mine, file in ((exact, case.expected), (tol, case.tolerance)):
+                a = np.ascontiguousarray(mine[q][0].reshape(rows, -1))
+                b = np.ascontiguousarray(file[q][i].reshape(rows, -1)[:, idx])
+                bits_a = a.view(np.uint8).reshape(rows, len(idx), -1)
+                same &= np.all(bits_a == b.view(np.uint8).reshape(bits_a.shape), axis=(0, 2))
+        for mine, file in ((exact, case.expected), (tol, case.tolerance)):
+            if mine["mu_product"][0].tobytes() != file["mu_product"][i].tobytes():
+                same[:] = False
+        differ += int(np.count_nonzero(~same))
+    return differ
 
 
 def _run_task(task: tuple) -> tuple:
