@@ -18,8 +18,8 @@ path handed back to mpmath.
 
 Usage::
 
-    python benchmarks/bench_oracle.py                    # 10 steps, 2 rounds, 2 workers
-    python benchmarks/bench_oracle.py --steps 20 --repeats 3 --workers 2 --out /tmp/o.json
+    python3 benchmarks/bench_oracle.py                    # 10 steps, 2 rounds, 2 workers
+    python3 benchmarks/bench_oracle.py --steps 20 --repeats 3 --workers 2 --out /tmp/o.json
 
 Results go to ``benchmarks/results/bench_oracle.json`` by default (git-ignored).
 Target (issue 19): ≥ 1e6 element-steps/s on 2 cores, aim 1e7.
