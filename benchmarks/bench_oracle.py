@@ -39,8 +39,8 @@ from _timing import format_seconds, format_table, interleaved_times, machine, me
 
 from nadam_ref.golden import fast_oracle, oracle  # noqa: E402
 from nadam_ref.golden.generate import draw_inputs  # noqa: E402
-from nadam_ref.golden.profiles import get_profile  # noqa: E402
 from nadam_ref.golden.tolerance import ToleranceBound, finish  # noqa: E402
+from nadam_ref.profiles import get as get_profile  # noqa: E402
 
 
 def _inputs(dtype, n, steps, seed=0):

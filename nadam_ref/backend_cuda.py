@@ -10,7 +10,7 @@ A network has hundreds of parameter arrays; launching a kernel for each costs
 more than the update of a small one.  As torch's multi-tensor apply does, the
 kernel takes *tables* instead of arrays: for parameter j the device addresses of
 θ, g, m, v and its size n_j, and one row of coefficients (the
-:class:`nadam_ref.schedule.Coefficients` of that parameter, the two flags as
+:class:`nadam_ref.schedule.Coefficients` of that parameter, its flags as
 0/1).  Each parameter is cut into chunks of ``CHUNK`` elements; block b of the
 grid updates chunk b, whose parameter and first element two more tables give::
 
@@ -76,7 +76,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .element import nadam_element
-from .schedule import Coefficients
+from .schedule import FLAGS, Coefficients
 
 try:
     from numba import cuda
@@ -173,6 +173,23 @@ else:
 _element = cuda.jit(device=True)(nadam_element)
 
 
+def _row_reader():
+    """A function of a coefficient row (:class:`~nadam_ref.schedule.Coefficients`
+    in the arrays' dtype, flags as 0/1) returning the element update's
+    coefficient arguments, written from the fields of ``Coefficients``."""
+    values = ", ".join(
+        f"k[{i}] != 0" if name in FLAGS else f"k[{i}]"
+        for i, name in enumerate(Coefficients._fields)
+    )
+    namespace: dict = {}
+    source = f"def _row_coefficients(k):\n    return ({values},)\n"
+    exec(compile(source, "<nadam_ref.backend_cuda._row_coefficients>", "exec"), namespace)  # noqa: S102
+    return namespace["_row_coefficients"]
+
+
+_row_coefficients = cuda.jit(device=True)(_row_reader())
+
+
 def _nadam_kernel(addresses, sizes, chunk_params, chunk_starts, table, chunk):
     """Update chunk ``blockIdx.x`` (and every ``gridDim.x``-th after it).
 
@@ -200,13 +217,8 @@ def _nadam_kernel(addresses, sizes, chunk_params, chunk_starts, table, chunk):
         grad = carray(_pointer(addresses[j, 1], table), n)
         exp_avg = carray(_pointer(addresses[j, 2], table), n)
         exp_avg_sq = carray(_pointer(addresses[j, 3], table), n)
-        k = table[j]
         # Read once per chunk (for all the compiler knows, a store to θ could change them).
-        beta1, one_minus_beta1, beta2, one_minus_beta2, lr, eps = k[0], k[1], k[2], k[3], k[4], k[5]
-        weight_decay, decay_factor, momentum_weight, grad_weight = k[6], k[7], k[8], k[9]
-        momentum_step, grad_step, bias_correction2 = k[10], k[11], k[12]
-        maximize = k[13] != 0
-        split_update = k[14] != 0
+        coef = _row_coefficients(table[j])
         start = chunk_starts[c]
         stop = min(start + chunk, n)
         stride = cuda.blockDim.x
@@ -217,27 +229,7 @@ def _nadam_kernel(addresses, sizes, chunk_params, chunk_starts, table, chunk):
                     theta[u], grads[u], m[u], v[u] = param[i], grad[i], exp_avg[i], exp_avg_sq[i]
             for u in range(ILP):
                 if first + u * stride < stop:
-                    theta[u], m[u], v[u] = _element(
-                        theta[u],
-                        grads[u],
-                        m[u],
-                        v[u],
-                        beta1,
-                        one_minus_beta1,
-                        beta2,
-                        one_minus_beta2,
-                        lr,
-                        eps,
-                        weight_decay,
-                        decay_factor,
-                        momentum_weight,
-                        grad_weight,
-                        momentum_step,
-                        grad_step,
-                        bias_correction2,
-                        maximize,
-                        split_update,
-                    )
+                    theta[u], m[u], v[u] = _element(theta[u], grads[u], m[u], v[u], *coef)
             for u in range(ILP):
                 i = first + u * stride
                 if i < stop:

@@ -21,13 +21,18 @@ strides and updated in place.
 Why the results are the same bits as NumPy's:
 
 * every constant the element function uses arrives in the array's dtype
-  (REFERENCE.md §3: Numba types ``1 - b1`` with a float32 ``b1`` as float64,
-  NumPy 2 keeps float32), and the kernel adds no arithmetic of its own;
+  (docs/frameworks.md, "Numerics": Numba types ``1 - b1`` with a float32
+  ``b1`` as float64, NumPy 2 keeps float32), and the kernel adds no
+  arithmetic of its own;
 * ``fastmath`` is off, so LLVM neither reorders nor contracts ``a·b + c``
   into a fused multiply-add; ``sqrt`` and ``/`` are IEEE-exact in both;
 * ``error_model="numpy"``: 0/0 gives NaN and x/0 ±inf as in NumPy, where
   Numba's default would raise ZeroDivisionError (and, checking every
   division, keep LLVM from vectorising the loop).
+
+The compiled functions take a step's :class:`~nadam_ref.schedule.Coefficients`
+as one (named) tuple and hand it on unpacked, so no argument list here
+restates their order.
 
 The element function is inlined into the loop at Numba's IR level
 (``inline="always"``): called as a separate compiled function it is not
@@ -99,7 +104,23 @@ def _warn_no_cache(function) -> None:
         )
 
 
-_element = _njit(nadam_element, inline="always", error_model="numpy")
+_element_fields = _njit(nadam_element, inline="always", error_model="numpy")
+
+
+def _unpacking(element, name: str):
+    """``element`` taking the coefficients as one tuple: ``f(θ, g, m, v, coef)``
+    calls ``element(θ, g, m, v, coef.beta1, …)`` in the order of
+    :class:`~nadam_ref.schedule.Coefficients`, which the source below is
+    written from (Numba cannot inline a call with ``*coef``)."""
+    fields = ", ".join(f"coef.{field}" for field in Coefficients._fields)
+    source = f"def {name}(theta, grad, exp_avg, exp_avg_sq, coef):\n"
+    source += f"    return element(theta, grad, exp_avg, exp_avg_sq, {fields})\n"
+    namespace = {"element": element}
+    exec(compile(source, f"<nadam_ref.backend_numba.{name}>", "exec"), namespace)  # noqa: S102
+    return namespace[name]
+
+
+_element = njit(_unpacking(_element_fields, "_element"), inline="always", error_model="numpy")
 
 
 @intrinsic
@@ -126,24 +147,10 @@ def _run_chunk(
     ndims,
     shapes,
     strides,
-    beta1,
-    one_minus_beta1,
-    beta2,
-    one_minus_beta2,
-    lr,
-    eps,
-    weight_decay,
-    decay_factor,
-    momentum_weight,
-    grad_weight,
-    momentum_step,
-    grad_step,
-    bias_correction2,
-    maximize,
-    split_update,
+    coef,
 ):
     """Update elements [start, stop) (in C order) of tensor ``tensor`` in place."""
-    dtype = np.dtype(type(beta1))  # the coefficients are in the arrays' dtype
+    dtype = np.dtype(type(coef.beta1))  # the coefficients are in the arrays' dtype
     if ndims[tensor] == 0:
         # All four arrays dense with equal strides: a unit-stride loop over
         # views that begin at the chunk (an index from 0 lets LLVM vectorise).
@@ -154,27 +161,7 @@ def _run_chunk(
         m = carray(_pointer(bases[tensor, 2] + skip), n, dtype)
         v = carray(_pointer(bases[tensor, 3] + skip), n, dtype)
         for j in range(n):
-            theta[j], m[j], v[j] = _element(
-                theta[j],
-                grad[j],
-                m[j],
-                v[j],
-                beta1,
-                one_minus_beta1,
-                beta2,
-                one_minus_beta2,
-                lr,
-                eps,
-                weight_decay,
-                decay_factor,
-                momentum_weight,
-                grad_weight,
-                momentum_step,
-                grad_step,
-                bias_correction2,
-                maximize,
-                split_update,
-            )
+            theta[j], m[j], v[j] = _element(theta[j], grad[j], m[j], v[j], coef)
         return
     theta = carray(_pointer(bases[tensor, 0]), spans[tensor, 0], dtype)
     grad = carray(_pointer(bases[tensor, 1]), spans[tensor, 1], dtype)
@@ -213,21 +200,7 @@ def _run_chunk(
                 grad[o1 + r * s1],
                 m[a2],
                 v[a3],
-                beta1,
-                one_minus_beta1,
-                beta2,
-                one_minus_beta2,
-                lr,
-                eps,
-                weight_decay,
-                decay_factor,
-                momentum_weight,
-                grad_weight,
-                momentum_step,
-                grad_step,
-                bias_correction2,
-                maximize,
-                split_update,
+                coef,
             )
         k += run
 
@@ -273,21 +246,7 @@ def _update_parallel(
     ndims,
     shapes,
     strides,
-    beta1,
-    one_minus_beta1,
-    beta2,
-    one_minus_beta2,
-    lr,
-    eps,
-    weight_decay,
-    decay_factor,
-    momentum_weight,
-    grad_weight,
-    momentum_step,
-    grad_step,
-    bias_correction2,
-    maximize,
-    split_update,
+    coef,
 ):
     """Every tensor of the table, in units of about CHUNK elements spread over the cores."""
     pieces, units = _chunks(sizes, CHUNK)
@@ -304,21 +263,7 @@ def _update_parallel(
                 ndims,
                 shapes,
                 strides,
-                beta1,
-                one_minus_beta1,
-                beta2,
-                one_minus_beta2,
-                lr,
-                eps,
-                weight_decay,
-                decay_factor,
-                momentum_weight,
-                grad_weight,
-                momentum_step,
-                grad_step,
-                bias_correction2,
-                maximize,
-                split_update,
+                coef,
             )
 
 
@@ -332,21 +277,7 @@ def _update_serial(
     ndims,
     shapes,
     strides,
-    beta1,
-    one_minus_beta1,
-    beta2,
-    one_minus_beta2,
-    lr,
-    eps,
-    weight_decay,
-    decay_factor,
-    momentum_weight,
-    grad_weight,
-    momentum_step,
-    grad_step,
-    bias_correction2,
-    maximize,
-    split_update,
+    coef,
 ):
     """Every tensor of the table on this thread (small steps, where starting
     threads would cost more than the work)."""
@@ -362,21 +293,7 @@ def _update_serial(
             ndims,
             shapes,
             strides,
-            beta1,
-            one_minus_beta1,
-            beta2,
-            one_minus_beta2,
-            lr,
-            eps,
-            weight_decay,
-            decay_factor,
-            momentum_weight,
-            grad_weight,
-            momentum_step,
-            grad_step,
-            bias_correction2,
-            maximize,
-            split_update,
+            coef,
         )
 
 
@@ -542,7 +459,7 @@ def _table(layouts: tuple) -> tuple:
 def _run(layouts: tuple, itemsize: int, coef: Coefficients) -> None:
     """One compiled call over a batch: tensors of one dtype and coefficients."""
     arrays, total = _table(layouts)
-    args = (arrays[0], np.int64(itemsize), *arrays[1:], *coef)
+    args = (arrays[0], np.int64(itemsize), *arrays[1:], coef)
     if total < PARALLEL_THRESHOLD:
         _update_serial(*args)
         return

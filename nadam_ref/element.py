@@ -30,6 +30,9 @@ m̂_t's two terms separately, −γ(1 − μ_t)/(1 − ∏_t)·(g_t/d) and then
 errors accumulate as a random walk, so the two orders drift about 5e-6 apart
 in 500 steps at unit scale, while a run in the framework's own order stays
 within 3e-7 of it.  ``split_update`` picks torch's order.
+
+The denominator too: √(v̂_t) + ε as written, or √v_t / √(1 − β2^t) + ε
+(``split_denominator``), as torch's foreach path and timm's optimizers round it.
 """
 
 from __future__ import annotations
@@ -55,8 +58,10 @@ def nadam_element(
     momentum_step,
     grad_step,
     bias_correction2,
+    bias_correction2_sqrt,
     maximize,
     split_update,
+    split_denominator,
 ):
     """One NAdam step for one element (or, in NumPy, a whole array).
 
@@ -71,8 +76,10 @@ def nadam_element(
         grad = grad + weight_decay * param
     exp_avg = beta1 * exp_avg + one_minus_beta1 * grad
     exp_avg_sq = beta2 * exp_avg_sq + one_minus_beta2 * grad * grad
-    v_hat = exp_avg_sq / bias_correction2
-    denom = np.sqrt(v_hat) + eps
+    if split_denominator:
+        denom = np.sqrt(exp_avg_sq) / bias_correction2_sqrt + eps
+    else:
+        denom = np.sqrt(exp_avg_sq / bias_correction2) + eps
     if split_update:
         param = param - grad_step * (grad / denom)
         param = param - momentum_step * (exp_avg / denom)

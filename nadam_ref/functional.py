@@ -17,14 +17,15 @@ calls this module; none re-derives a formula.  A step has two phases:
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 import numpy as np
-from numpy.typing import DTypeLike
 
-from .schedule import MOMENTUM_BASE, Coefficients, StepScalars, advance, coefficients
+from .schedule import Coefficients, StepScalars, step_coefficients
 
 #: Backend name → module implementing ``update(params, grads, exp_avgs, exp_avg_sqs, coefficients)``.
 BACKENDS = {
@@ -201,29 +202,23 @@ def plan_step(
     steps: Sequence,
     mu_products: Sequence,
     *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float = 0.0,
-    momentum_decay: float = 4e-3,
-    decoupled_weight_decay: bool = False,
-    maximize: bool = False,
-    split_update: bool = True,
-    scalar_dtype: DTypeLike = np.float64,
-    compute_dtype: DTypeLike = np.float64,
-    momentum_base: float = MOMENTUM_BASE,
     backend: str = "numpy",
     names: Sequence[str] | None = None,
     check_finite: bool = False,
+    **arithmetic: Any,
 ) -> StepPlan:
     """Check a step's inputs and compute its schedule; change nothing.
 
     ``steps[i]`` and ``mu_products[i]`` are parameter i's stored step count
-    t−1 and ∏_{j<t} μ_j; ``scalar_dtype`` is the dtype they are stored in and
-    ``compute_dtype`` the dtype of the other scalars (see
-    :func:`nadam_ref.schedule.advance`).  ``split_update`` applies the step to
-    θ in torch's two parts rather than Keras's one (see :mod:`nadam_ref.element`).  Raises TypeError or ValueError,
+    t−1 and ∏_{j<t} μ_j.  ``arithmetic`` is what the step computes: the
+    keyword arguments of :func:`nadam_ref.schedule.step_coefficients` (lr,
+    beta1, beta2, eps are required; weight_decay, momentum_decay,
+    decoupled_weight_decay, maximize, and the rounding rules: scalar_dtype,
+    the dtype the steps and ∏μ are stored in, compute_dtype, split_update,
+    split_denominator, momentum_correction, one_minus_beta1/2,
+    decay_factor_dtype, accumulated_powers, momentum_base).  A framework's
+    rules come from its profile: ``plan_step(..., **profile.plan_options(hp,
+    dtype))`` (:mod:`nadam_ref.profiles`).  Raises TypeError or ValueError,
     naming the parameter, for anything a step cannot use.
 
     By default NaN and ±inf in a gradient propagate into θ, m and v exactly as
@@ -232,7 +227,17 @@ def plan_step(
     parameter or state array holds one, before anything is updated.
     """
     module = get_backend(backend)
-    check_hyperparameters(lr, (beta1, beta2), eps, weight_decay, momentum_decay)
+    try:
+        _ARITHMETIC.bind(0, 0, dtype=None, **arithmetic)
+    except TypeError as error:
+        raise TypeError(f"plan_step: {error}") from None
+    check_hyperparameters(
+        arithmetic["lr"],
+        (arithmetic["beta1"], arithmetic["beta2"]),
+        arithmetic["eps"],
+        arithmetic.get("weight_decay", 0.0),
+        arithmetic.get("momentum_decay", 4e-3),
+    )
     n = len(params)
     if not all(len(x) == n for x in (grads, exp_avgs, exp_avg_sqs, steps, mu_products)):
         raise ValueError(
@@ -266,29 +271,7 @@ def plan_step(
         except (TypeError, ValueError):
             key = None
         if key is None or key not in shared:
-            scalars = advance(
-                step,
-                mu_product,
-                beta1,
-                beta2,
-                momentum_decay,
-                compute_dtype=compute_dtype,
-                state_dtype=scalar_dtype,
-                base=momentum_base,
-            )
-            coefs = coefficients(
-                scalars,
-                lr=lr,
-                beta1=beta1,
-                beta2=beta2,
-                eps=eps,
-                weight_decay=weight_decay,
-                decoupled_weight_decay=decoupled_weight_decay,
-                maximize=maximize,
-                split_update=split_update,
-                compute_dtype=compute_dtype,
-                dtype=param.dtype,
-            )
+            scalars, coefs = step_coefficients(step, mu_product, dtype=param.dtype, **arithmetic)
             if key is not None:
                 shared[key] = scalars, coefs
         else:
@@ -300,6 +283,10 @@ def plan_step(
         plan.scalars.append(scalars)
         plan.coefficients.append(coefs)
     return plan
+
+
+#: The signature :func:`plan_step` checks its arithmetic keywords against.
+_ARITHMETIC = inspect.signature(step_coefficients)
 
 
 def nadam(

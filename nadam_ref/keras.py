@@ -32,7 +32,11 @@ The documentation page's sentence "the variables always store theta +
 beta_1 * m / sqrt(v) instead of theta" does not describe the code of either
 generation: the variables hold θ, here too.
 
-Where ∏, the scalars and their roundings come from (REFERENCE.md §2):
+The arithmetic is not written here: each schedule runs its profile
+(:mod:`nadam_ref.profiles`: ``tf-keras-legacy`` and ``keras3``) through the
+functional core, by default on the compiled ``"numba"`` backend.  What this
+module adds is Keras's interface and state: the shared ∏μ, the slots, the
+clipping.  The facts (docs/frameworks.md):
 
 * Both generations keep one shared ∏μ (``momentum_cache`` in optimizer_v2,
   ``u_product`` in Keras 3), in the dtype of the first variable of the first
@@ -46,8 +50,10 @@ Where ∏, the scalars and their roundings come from (REFERENCE.md §2):
 * Gradients are clipped first: optimizer_v2 applies ``clipvalue``, then
   ``clipnorm`` (per gradient), then ``global_clipnorm`` (clipnorm together
   with global_clipnorm is an error); Keras 3 accepts only one of the three.
-  ``weight_decay`` (Keras 3's, decoupled) then shrinks θ ← θ·(1 − λγ), with
-  1 − λγ rounded to float32 as Keras 3's torch backend computes it.
+  ``weight_decay`` (Keras 3's, decoupled; optimizer_v2 has none, and here the
+  legacy schedule takes Keras 3's as an extension) then shrinks
+  θ ← θ·(1 − λγ), with 1 − λγ computed in float32 as Keras 3's torch backend
+  does.
 * Keras 3 on the torch backend (the one recorded) has two more roundings that
   matter: it passes 1 − β1 and 1 − β2 as double numbers (rounded once to the
   variable's dtype, where optimizer_v2 subtracts in that dtype), and its
@@ -59,6 +65,7 @@ Where ∏, the scalars and their roundings come from (REFERENCE.md §2):
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -66,10 +73,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
-from . import functional
+from . import functional, profiles
 from .optimizer import Parameter
 
 SCHEDULES = ("legacy", "keras3")
+#: The profile (:mod:`nadam_ref.profiles`) each schedule's arithmetic comes from.
+PROFILE_OF = {"legacy": "tf-keras-legacy", "keras3": "keras3"}
 #: Keyword arguments accepted besides the named ones (the seed page's list, plus Keras 3's).
 KWARGS = (
     "clipnorm",
@@ -86,11 +95,6 @@ DEFAULT_SCHEDULE_DECAY = 0.004
 DEFAULT_EPSILON = 1e-7  # tf_keras's backend_config.epsilon(), used when epsilon is 0 or None
 
 
-def _f32(x: float) -> float:
-    """x rounded to float32, as a float32 Keras variable holds it."""
-    return float(np.float32(x))
-
-
 class Nadam:
     r"""Nadam with the interface of ``tf.keras.optimizers.Nadam``, on NumPy arrays.
 
@@ -105,13 +109,16 @@ class Nadam:
         name: the optimizer's name (kept in the config).
         schedule: ``"legacy"`` (μ_t = β1(1 − ½·0.96^(ψt)), the documented
             optimizer_v2 Nadam) or ``"keras3"`` (μ_t = β1(1 − ½·0.96^t)).
+        backend: the functional core's backend, ``"numba"`` (the default),
+            ``"numpy"`` (the readable reference, the same bits).
         **kwargs: ``clipnorm`` (clip each gradient to this L2 norm),
             ``clipvalue`` (clip each element to [−c, c]), ``global_clipnorm``
             (scale all gradients together to this L2 norm), ``lr``,
             ``schedule_decay`` or its alias ``decay`` (ψ of the legacy
             schedule, default 0.004), ``weight_decay`` (decoupled decay λ:
-            θ ← θ(1 − λγ) before each step, as Keras 3 does).  Anything else
-            is a TypeError naming it.
+            θ ← θ(1 − λγ) before each step, as Keras 3 does; optimizer_v2
+            has none, so with the legacy schedule this is an extension).
+            Anything else is a TypeError naming it.
 
     Example::
 
@@ -140,6 +147,7 @@ class Nadam:
         name: str = "Nadam",
         *,
         schedule: str = "legacy",
+        backend: str = "numba",
         **kwargs: Any,
     ):
         for key in kwargs:
@@ -203,6 +211,19 @@ class Nadam:
             global_clipnorm,
         )
         self._weight_decay = weight_decay
+        self._profile = profiles.get(PROFILE_OF[schedule])
+        if weight_decay and schedule == "legacy":
+            # optimizer_v2 has no weight decay; here the legacy schedule may take Keras 3's
+            # (θ ← θ·(1 − λγ) first, the factor in float32): an extension, named as one.
+            self._profile = dataclasses.replace(
+                self._profile,
+                name="tf-keras-legacy with Keras 3's weight_decay",
+                weight_decay=("decoupled",),
+                decay_factor_dtype=profiles.get("keras3").decay_factor_dtype,
+            )
+        self._hyperparameters()  # what the profile does not allow fails here
+        functional.get_backend(backend)
+        self._backend = backend
         # State, in optimizer_v2's creation order: iterations, momentum cache, then slots.
         self._iterations = np.zeros((), np.int64)
         self._momentum_cache: np.ndarray | None = None
@@ -465,6 +486,10 @@ class Nadam:
         plans, new_cache = [], None
         for dtype in _unique_dtypes(variables):
             idx = [i for i, v in enumerate(variables) if _data(v).dtype == dtype]
+            options = self._profile.plan_options(self._hyperparameters(), dtype)
+            if self._schedule == "keras3":
+                # One shared u_product, a variable of the first variable's dtype.
+                options["scalar_dtype"] = cache_dtype
             plan = functional.plan_step(
                 [_data(variables[i]) for i in idx],
                 [grads[i] for i in idx],
@@ -472,21 +497,10 @@ class Nadam:
                 [states[i]["v"] for i in idx],
                 [self._iterations[()]] * len(idx),
                 [cache_value] * len(idx),
-                split_update=False,
-                backend="numpy",
+                backend=self._backend,
                 names=[_describe(variables[i]) for i in idx],
-                **self._schedule_options(dtype, cache_dtype),
+                **options,
             )
-            if self._schedule == "keras3":
-                # Keras 3's torch backend passes 1 − β as a Python (double) number to
-                # torch._foreach_add_, which rounds it to the variable's dtype once;
-                # optimizer_v2 subtracts in the variable's dtype, as the core does.
-                a = dtype.type
-                one_minus = dict(
-                    one_minus_beta1=a(1.0 - self._hyper["beta_1"]),
-                    one_minus_beta2=a(1.0 - self._hyper["beta_2"]),
-                )
-                plan.coefficients = [c._replace(**one_minus) for c in plan.coefficients]
             plans.append(plan)
             # The shared cache takes the ∏ computed in its own dtype (legacy) or,
             # with Keras 3, the one computed with the first variable's dtype.
@@ -497,7 +511,6 @@ class Nadam:
         self._create_slots(
             variables, fresh={id(v): s for v, s in zip(variables, states)}, cache_dtype=cache_dtype
         )
-        self._apply_weight_decay(variables)
         for plan in plans:
             plan.run()
         if new_cache is not None:
@@ -505,32 +518,15 @@ class Nadam:
         self._iterations += 1
         return self.iterations
 
-    def _schedule_options(self, dtype: np.dtype, cache_dtype: np.dtype) -> dict:
-        """plan_step's options for variables of ``dtype``: every scalar in the
-        variable's dtype, with the framework's float32 roundings."""
+    def _hyperparameters(self) -> dict:
+        """The hyperparameters in the profile's (torch) vocabulary, checked by the profile."""
         h = self._hyper
+        given = dict(lr=h["learning_rate"], beta1=h["beta_1"], beta2=h["beta_2"], eps=h["epsilon"])
         if self._schedule == "legacy":
-            # optimizer_v2: γ, β1, β2 are float32 variables; tf.cast(0.96, float64) goes through float32.
-            return dict(
-                lr=_f32(h["learning_rate"]),
-                beta1=_f32(h["beta_1"]),
-                beta2=_f32(h["beta_2"]),
-                eps=h["epsilon"],
-                momentum_decay=h["decay"],
-                momentum_base=_f32(0.96),
-                scalar_dtype=dtype,
-                compute_dtype=dtype,
-            )
-        # Keras 3: only γ is a float32 variable; ∏μ is stored in the cache's dtype.
-        return dict(
-            lr=_f32(h["learning_rate"]),
-            beta1=h["beta_1"],
-            beta2=h["beta_2"],
-            eps=h["epsilon"],
-            momentum_decay=1.0,
-            scalar_dtype=cache_dtype,
-            compute_dtype=dtype,
-        )
+            given["momentum_decay"] = h["decay"]
+        if self._weight_decay:
+            given.update(weight_decay=self._weight_decay, decoupled_weight_decay=True)
+        return self._profile.hyperparameters(given)
 
     def _clip(self, grads: list[np.ndarray]) -> list[np.ndarray]:
         """Clip the gradients as the schedule's Keras generation does (new arrays)."""
@@ -558,19 +554,6 @@ class Nadam:
         if global_clipnorm is not None:
             grads = _clip_by_global_norm(grads, global_clipnorm)
         return grads
-
-    def _apply_weight_decay(self, variables: list) -> None:
-        """θ ← θ·(1 − λγ), before the step, as Keras 3's torch backend does
-        (``torch._foreach_mul_(θs, 1 − λ·γ)`` with γ a float32 variable, so
-        the factor is a float32 number even for float64 variables)."""
-        if not self._weight_decay:
-            return
-        factor = np.float32(1) - np.float32(self._weight_decay) * np.float32(
-            self._hyper["learning_rate"]
-        )
-        for var in variables:
-            data = _data(var)
-            data *= data.dtype.type(factor)
 
     def minimize(
         self, loss: Callable[[], tuple], var_list, grad_loss=None, name: str | None = None

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
-from . import functional
+from . import functional, profiles
 
 #: Options a parameter group may override, with torch's defaults.
 GROUP_OPTIONS = (
@@ -27,6 +27,16 @@ GROUP_OPTIONS = (
     "maximize",
 )
 STATE_KEYS = ("step", "mu_product", "exp_avg", "exp_avg_sq")
+
+
+class _Default:
+    """The value of an option not given: the profile's default (torch's without a profile)."""
+
+    def __repr__(self) -> str:
+        return "<the profile's default>"
+
+
+DEFAULT: Any = _Default()
 
 
 class Parameter:
@@ -94,6 +104,15 @@ class NAdam:
         scalar_dtype: dtype in which each parameter's step count and ∏μ are
             stored.  float64 (the default) is the reference; float32 stores
             them as torch does, which reproduces torch's trajectories.
+        profile: compute what this framework computes (a name of
+            :data:`nadam_ref.profiles.PROFILES`: ``"torch"``, ``"keras3"``,
+            ``"paddle"``, …): its defaults for the hyperparameters not given,
+            its roundings, its schedule and update form.  None (the default)
+            is the float64 reference, torch's arithmetic with float64 scalars.
+            A hyperparameter the profile fixes (Keras 3's ψ = 1), or a
+            feature it lacks (weight decay, maximize), is a ValueError;
+            ``scalar_dtype`` is the torch profile's ``scalar_state`` option
+            (float32 unless given) and no other profile's.
         backend: ``"numba"`` (the default: compiled, bit-identical to the
             reference), ``"numpy"`` (the readable reference) or ``"cuda"``.
         check_finite: if True, a step whose gradients, parameters or state
@@ -125,34 +144,62 @@ class NAdam:
     def __init__(
         self,
         params: Iterable,
-        lr: float = 2e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        momentum_decay: float = 4e-3,
-        decoupled_weight_decay: bool = False,
+        lr: float = DEFAULT,
+        betas: tuple[float, float] = DEFAULT,
+        eps: float = DEFAULT,
+        weight_decay: float = DEFAULT,
+        momentum_decay: float = DEFAULT,
+        decoupled_weight_decay: bool = DEFAULT,
         *,
-        maximize: bool = False,
-        scalar_dtype: DTypeLike = np.float64,
+        maximize: bool = DEFAULT,
+        scalar_dtype: DTypeLike | None = None,
+        profile: str | None = None,
         backend: str = "numba",
         check_finite: bool = False,
     ):
-        functional.check_hyperparameters(lr, betas, eps, weight_decay, momentum_decay)
-        self.scalar_dtype = np.dtype(scalar_dtype)
-        if self.scalar_dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise ValueError(f"scalar_dtype must be float32 or float64, got {self.scalar_dtype}")
-        functional.get_backend(backend)  # an unknown name fails here, not at the first step
-        self.backend = backend
-        self.check_finite = bool(check_finite)
-        self.defaults = dict(
+        self.profile = profiles.get("torch" if profile is None else profile)
+        self.profile_name = profile
+        if scalar_dtype is not None and self.profile.name != "torch":
+            raise ValueError(
+                f"profile {profile!r} decides where the step and ∏μ are stored; "
+                "scalar_dtype applies to the torch profile only"
+            )
+        if self.profile.name == "torch":
+            default = np.float64 if profile is None else self.profile.options["scalar_state"]
+            self.scalar_dtype = np.dtype(default if scalar_dtype is None else scalar_dtype)
+            if self.scalar_dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+                raise ValueError(
+                    f"scalar_dtype must be float32 or float64, got {self.scalar_dtype}"
+                )
+            self._profile_options = {"scalar_state": self.scalar_dtype.name}
+        else:
+            self.scalar_dtype = None  # the profile's, per parameter dtype
+            self._profile_options = {}
+        given = dict(
             lr=lr,
-            betas=tuple(betas),
+            betas=betas,
             eps=eps,
             weight_decay=weight_decay,
             momentum_decay=momentum_decay,
-            decoupled_weight_decay=bool(decoupled_weight_decay),
-            maximize=bool(maximize),
+            decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize,
         )
+        given = {k: v for k, v in given.items() if v is not DEFAULT}
+        # torch's checks first (they name the bad value), then what the profile allows
+        merged = {**_from_profile(self.profile.hyperparameters()), **given}
+        functional.check_hyperparameters(
+            merged["lr"],
+            merged["betas"],
+            merged["eps"],
+            merged["weight_decay"],
+            merged["momentum_decay"],
+        )
+        self.defaults = _from_profile(self.profile.hyperparameters(_to_profile(given)))
+        functional.get_backend(backend)  # an unknown name fails here, not at the first step
+        self.backend = backend
+        self.check_finite = bool(check_finite)
+        #: (group options, dtype) → plan_step's arithmetic options, as the profile gives them
+        self._plan_options: dict[tuple, dict] = {}
         self.state: dict[Parameter, dict[str, Any]] = {}
         self.param_groups: list[dict[str, Any]] = []
         if isinstance(params, (np.ndarray, Parameter, dict)):
@@ -209,16 +256,39 @@ class NAdam:
         group["params"] = params
         self.param_groups.append(group)
 
-    @staticmethod
-    def _check_group(group: dict, index: int) -> None:
+    def _check_group(self, group: dict, index: int) -> dict:
+        """Check a group's options (torch's rules, then the profile's); return
+        them in the profile's vocabulary."""
+        where = f"param_groups[{index}]"
         functional.check_hyperparameters(
             group["lr"],
             group["betas"],
             group["eps"],
             group["weight_decay"],
             group["momentum_decay"],
-            where=f"param_groups[{index}]",
+            where=where,
         )
+        try:
+            return self.profile.hyperparameters(_to_profile({k: group[k] for k in GROUP_OPTIONS}))
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+
+    def _options(self, group: dict, index: int, dtype: np.dtype) -> dict:
+        """plan_step's arithmetic for parameters of ``dtype`` in ``group``
+        (kept per group options and dtype: a step asks for it every time)."""
+        key = (tuple(repr(group[k]) for k in GROUP_OPTIONS), dtype)
+        options = self._plan_options.get(key)
+        if options is None:
+            hp = self._check_group(group, index)
+            options = self.profile.plan_options(hp, dtype, self._profile_options)
+            if len(self._plan_options) > 64:
+                self._plan_options.clear()
+            self._plan_options[key] = options
+        return options
+
+    def _state_dtype(self, group: dict, index: int, dtype: np.dtype) -> np.dtype:
+        """The dtype a parameter's step and ∏μ are stored in."""
+        return np.dtype(self._options(group, index, dtype)["scalar_dtype"])
 
     # -- stepping --------------------------------------------------------------------------
 
@@ -246,29 +316,31 @@ class NAdam:
         for g, group in enumerate(self.param_groups):
             self._check_group(group, g)
             live = [(i, p) for i, p in enumerate(group["params"]) if p.grad is not None]
-            states = [self.state.get(p) or self._fresh_state(backend, p) for _, p in live]
-            beta1, beta2 = group["betas"]
-            plan = functional.plan_step(
-                [p.data for _, p in live],
-                [p.grad for _, p in live],
-                [s["exp_avg"] for s in states],
-                [s["exp_avg_sq"] for s in states],
-                [s["step"] for s in states],
-                [s["mu_product"] for s in states],
-                lr=group["lr"],
-                beta1=beta1,
-                beta2=beta2,
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                momentum_decay=group["momentum_decay"],
-                decoupled_weight_decay=group["decoupled_weight_decay"],
-                maximize=group["maximize"],
-                scalar_dtype=self.scalar_dtype,
-                backend=self.backend,
-                names=[_ParamName(g, i, p) for i, p in live],
-                check_finite=self.check_finite,
-            )
-            plans.append((plan, live, states))
+            # One plan per set of arithmetic options (a profile may compute in each dtype).
+            batches: dict[np.dtype, tuple[dict, list]] = {}
+            for i, p in live:
+                batch = batches.get(p.data.dtype)
+                if batch is None:
+                    dtype = np.dtype(p.data.dtype)
+                    batch = batches[dtype] = (self._options(group, g, dtype), [])
+                batch[1].append((i, p))
+            for options, batch in batches.values():
+                states = [
+                    self.state.get(p) or self._fresh_state(backend, p, options) for _, p in batch
+                ]
+                plan = functional.plan_step(
+                    [p.data for _, p in batch],
+                    [p.grad for _, p in batch],
+                    [s["exp_avg"] for s in states],
+                    [s["exp_avg_sq"] for s in states],
+                    [s["step"] for s in states],
+                    [s["mu_product"] for s in states],
+                    backend=self.backend,
+                    names=[_ParamName(g, i, p) for i, p in batch],
+                    check_finite=self.check_finite,
+                    **options,
+                )
+                plans.append((plan, batch, states))
         for plan, live, states in plans:
             steps, mu_products = plan.run()
             for (_, p), s, step, mu_product in zip(live, states, steps, mu_products):
@@ -276,8 +348,9 @@ class NAdam:
                 self.state[p] = s
         return loss
 
-    def _fresh_state(self, backend, p: Parameter) -> dict[str, Any]:
-        one = self.scalar_dtype.type
+    @staticmethod
+    def _fresh_state(backend, p: Parameter, options: dict) -> dict[str, Any]:
+        one = np.dtype(options["scalar_dtype"]).type
         return {
             "step": one(0),
             "mu_product": one(1),
@@ -378,10 +451,10 @@ class NAdam:
                 tuple(new["betas"]) if isinstance(new["betas"], (list, tuple)) else new["betas"]
             )
             self._check_group(new, g)
-            new_groups.append(new)
+            new_groups.append((g, new))
             for i, p in zip(saved["params"], group["params"]):
                 params_by_index[i] = p
-        scalar = self.scalar_dtype.type
+        group_of = {id(p): (g, new) for g, new in new_groups for p in new["params"]}
         new_state = {}
         for key, s in saved_state.items():
             if key not in params_by_index:
@@ -405,6 +478,8 @@ class NAdam:
                 raise ValueError(
                     f"loaded state[{key!r}]['mu_product'] must lie in [0, 1], got {mu_product}"
                 )
+            g, new = group_of[id(p)]
+            scalar = self._state_dtype(new, g, p.dtype).type
             entry = {"step": scalar(step), "mu_product": scalar(mu_product)}
             for name in ("exp_avg", "exp_avg_sq"):
                 array = np.asarray(to_numpy(s[name]))
@@ -420,13 +495,19 @@ class NAdam:
                     )
                 entry[name] = from_host(array, p.data)
             new_state[p] = entry
-        for group, new in zip(self.param_groups, new_groups):
+        for group, (_, new) in zip(self.param_groups, new_groups):
             group.clear()
             group.update(new)
         self.state = new_state
 
     def __repr__(self) -> str:
-        lines = [f"NAdam (backend={self.backend!r}, scalar_dtype={self.scalar_dtype.name})"]
+        where = (
+            f"scalar_dtype={self.scalar_dtype.name}"
+            if self.profile_name is None
+            else f"profile={self.profile_name!r}"
+            + (f", scalar_dtype={self.scalar_dtype.name}" if self.scalar_dtype else "")
+        )
+        lines = [f"NAdam (backend={self.backend!r}, {where})"]
         for i, group in enumerate(self.param_groups):
             opts = ", ".join(f"{k}={group[k]!r}" for k in GROUP_OPTIONS)
             lines.append(f"  group {i}: {len(group['params'])} params, {opts}")
@@ -445,6 +526,19 @@ class _ParamName:
 
     def __str__(self) -> str:
         return f"param_groups[{self.group}]['params'][{self.index}] ({self.param!r})"
+
+
+def _to_profile(options: dict) -> dict:
+    """Group options (torch's names: ``betas``) as profile hyperparameters (``beta1``, ``beta2``)."""
+    out = {k: v for k, v in options.items() if k != "betas"}
+    if "betas" in options:
+        out["beta1"], out["beta2"] = options["betas"]
+    return out
+
+
+def _from_profile(hp: dict) -> dict:
+    """Profile hyperparameters as group options, in the order of :data:`GROUP_OPTIONS`."""
+    return {k: (hp["beta1"], hp["beta2"]) if k == "betas" else hp[k] for k in GROUP_OPTIONS}
 
 
 def _is_index(x) -> bool:

@@ -72,15 +72,15 @@ def _as_dd(x):
 
 @pytest.mark.parametrize("single", [True, False], ids=["float32", "float64"])
 def test_one_step_matches_mpmath_in_every_branch_combination(single):
-    """Each of the 32 combinations of maximize, decoupled decay, L2 decay,
-    split update and closed loop, from carried (non-double) states: the kernel's
+    """Each of the 64 combinations of maximize, decoupled decay, L2 decay,
+    split update, split denominator and closed loop, from carried (non-double) states: the kernel's
     bound holds (|X − x_mp| ≤ E, checked in mpmath) and every value it reports
     is the mpmath value correctly rounded, in the case's dtype and in float64."""
     rng = np.random.default_rng(5)
     n = 40
     dtype = np.float32 if single else np.float64
     reported = 0
-    for maximize, decay, l2, split, closed in itertools.product([False, True], repeat=5):
+    for maximize, decay, l2, split, sdenom, closed in itertools.product([False, True], repeat=6):
         b1, b2, lr, lam = E(0.9), E(0.999), E(float(rng.uniform(1e-4, 1e-2))), E(0.05)
         mu, mu_next, prod = E(0.45), E(0.4502), E(0.45)
         wm = mu_next / (1 - prod * mu_next)
@@ -99,8 +99,10 @@ def test_one_step_matches_mpmath_in_every_branch_combination(single):
             momentum_step=lr * wm,
             grad_step=lr * wg,
             bias_correction2=1 - b2**3,
+            bias_correction2_sqrt=oracle.ctx.sqrt(1 - b2**3),
             maximize=maximize,
             split_update=split,
+            split_denominator=sdenom,
         )
         theta = _exact_state(rng, n, 1.0)
         m = _exact_state(rng, n, 0.3)
@@ -125,7 +127,7 @@ def test_one_step_matches_mpmath_in_every_branch_combination(single):
         for i in range(n):
             assert th64[i] == oracle.round_to(want[0][i], np.float64)
             assert v64[i] == oracle.round_to(want[2][i], np.float64)
-    assert reported == 32 * 3 * n
+    assert reported == 64 * 3 * n
 
 
 # -- whole cases: random and adversarial -----------------------------------------------------

@@ -296,9 +296,9 @@ def test_same_inputs_other_profile_is_diagnosed_as_the_framework(framework):
     for other in PROFILE_NAMES:
         if other == framework:
             continue
-        from nadam_ref.golden.profiles import get_profile
+        from nadam_ref.profiles import get
 
-        fixed = get_profile(other).fixed
+        fixed = get(other).fixed
         hp = {k: v for k, v in source.hyperparameters.items() if k not in fixed}
         case = make_case(
             "x",

@@ -19,10 +19,11 @@ import pytest
 
 pytest.importorskip("mpmath", reason="the golden tools need mpmath (the 'golden' extra)")
 
-from nadam_ref.golden import PROFILES, load, make_case, verify  # noqa: E402
+from nadam_ref.golden import load, make_case, verify  # noqa: E402
 from nadam_ref.golden.cli import main as golden_main  # noqa: E402
 from nadam_ref.golden.reference import replay  # noqa: E402
 from nadam_ref.golden.suite import suite_path  # noqa: E402
+from nadam_ref.profiles import PROFILES  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TIMM = HERE / "data" / "timm"

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from nadam_ref import NAdam, Parameter, functional
 from nadam_ref.functional import BACKENDS, NonFiniteError
-from nadam_ref.schedule import StepScalars, advance, coefficients
+from nadam_ref.schedule import FLAGS, Coefficients, StepScalars, advance, coefficients
 
 # -- backends --------------------------------------------------------------------------------
 
@@ -576,8 +576,10 @@ def element_loop():
                 c[10][k],
                 c[11][k],
                 c[12][k],
+                c[13][k],
                 False,
                 split,
+                False,
             )
             for i in range(theta.shape[0]):
                 finite &= np.isfinite(theta[i]) and np.isfinite(m[i]) and np.isfinite(v[i])
@@ -622,8 +624,10 @@ def _schedule_table(start: int, n: int, mu_product, sd, cd, dtype):
         compute_dtype=cd,
         dtype=dtype,
     )
+    # every number of the coefficients, in their order (the three flags follow them)
+    numbers = [c for name, c in zip(Coefficients._fields, coef) if name not in FLAGS]
     table = tuple(
-        np.ascontiguousarray(np.broadcast_to(np.asarray(c, dtype), (n,))) for c in coef[:13]
+        np.ascontiguousarray(np.broadcast_to(np.asarray(c, dtype), (n,))) for c in numbers
     )
     return scalars, coef, table
 

@@ -10,7 +10,6 @@ The command line is ``nadam-ref golden list|generate|verify``.
 """
 
 from .format import Case, GoldenFormatError, load, loads, save
-from .profiles import PROFILES, get_profile
 from .suite import suite_cases, suite_path
 from .verifier import Report, verify
 
@@ -23,8 +22,6 @@ __all__ = [
     "make_case",
     "verify",
     "Report",
-    "PROFILES",
-    "get_profile",
     "suite_path",
     "suite_cases",
 ]

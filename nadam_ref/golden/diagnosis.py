@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..element import nadam_element
+from ..profiles import PROFILES
 from ..schedule import Coefficients, StepScalars
 from .generate import group_rules
-from .profiles import PROFILES
 
 
 @dataclass

@@ -82,7 +82,13 @@ from .tolerance import ToleranceBound, finish
 
 #: The ``if`` conditions of :func:`nadam_ref.element.nadam_element` that the
 #: kernel transcribes (a test compares this with the function's source).
-TRANSCRIBED_BRANCHES = ("maximize", "decay_factor != 1", "weight_decay != 0", "split_update")
+TRANSCRIBED_BRANCHES = (
+    "maximize",
+    "decay_factor != 1",
+    "weight_decay != 0",
+    "split_denominator",
+    "split_update",
+)
 #: The numeric fields of :class:`nadam_ref.schedule.Coefficients`, in the
 #: order of the kernel's coefficient table.
 NUMERIC_FIELDS = (
@@ -99,10 +105,11 @@ NUMERIC_FIELDS = (
     "momentum_step",
     "grad_step",
     "bias_correction2",
+    "bias_correction2_sqrt",
 )
-FLAG_FIELDS = ("maximize", "split_update")
+FLAG_FIELDS = ("maximize", "split_update", "split_denominator")
 assert set(NUMERIC_FIELDS + FLAG_FIELDS) == set(Coefficients._fields)
-(B1, OMB1, B2, OMB2, LR, EPS, WD, DF, WM, WG, MS, GS, BC2) = range(len(NUMERIC_FIELDS))
+(B1, OMB1, B2, OMB2, LR, EPS, WD, DF, WM, WG, MS, GS, BC2, BC2S) = range(len(NUMERIC_FIELDS))
 
 #: Elements per range (a shard, and the unit the tolerance bound runs on).
 CHUNK = 1 << 16
@@ -319,21 +326,22 @@ def _round(h, lo, e, single):
 def _kernel(C, flags, g_in, th, m, v, th64, v64, bad, rec, single):
     """One step of ``nadam_element`` on every element not yet flagged.
 
-    C: the coefficient table [13, 3] (h, l, e per :data:`NUMERIC_FIELDS`);
+    C: the coefficient table [14, 3] (h, l, e per :data:`NUMERIC_FIELDS`);
     flags: (maximize, decay_factor != 1, weight_decay != 0, split_update,
-    closed loop, record this step); g_in: the step's gradients (float64,
+    closed loop, record this step, split_denominator); g_in: the step's gradients (float64,
     exact); th, m, v: the carried state [3, n] (h, l, e), updated in place;
     th64, v64: θ and v correctly rounded to float64 (for the tolerance);
     bad: set to 1 where the element needs the mpmath path; rec [3, n]: θ, m, v
     rounded to the case's dtype, on recorded steps.
     """
-    maximize, decay, l2, split, closed, record = (
+    maximize, decay, l2, split, closed, record, sdenom = (
         flags[0],
         flags[1],
         flags[2],
         flags[3],
         flags[4],
         flags[5],
+        flags[6],
     )
     n = th.shape[1]
     for i in range(n):
@@ -364,8 +372,12 @@ def _kernel(C, flags, g_in, th, m, v, th64, v64, bad, rec, single):
         bh, bl, be = _mul(bh, bl, be, gh, gl, ge)
         vh, vl, ve = _add(ah, al, ae, bh, bl, be)
         ok &= _in_range(ah) and _in_range(bh) and _in_range(vh)
-        qh, ql, qe, ok1 = _div(vh, vl, ve, C[BC2, 0], C[BC2, 1], C[BC2, 2])
-        sh, sl, se, ok2 = _sqrt(qh, ql, qe)
+        if sdenom:
+            qh, ql, qe, ok2 = _sqrt(vh, vl, ve)
+            sh, sl, se, ok1 = _div(qh, ql, qe, C[BC2S, 0], C[BC2S, 1], C[BC2S, 2])
+        else:
+            qh, ql, qe, ok1 = _div(vh, vl, ve, C[BC2, 0], C[BC2, 1], C[BC2, 2])
+            sh, sl, se, ok2 = _sqrt(qh, ql, qe)
         dh, dl, de = _add(sh, sl, se, C[EPS, 0], C[EPS, 1], C[EPS, 2])
         ok &= ok1 and ok2 and _in_range(qh) and _in_range(sh) and _in_range(dh)
         if split:
@@ -416,7 +428,7 @@ def _kernel(C, flags, g_in, th, m, v, th64, v64, bad, rec, single):
 
 
 def coefficient_table(coef: Coefficients) -> tuple[np.ndarray, np.ndarray, bool]:
-    """The exact coefficients as the kernel's double-double table [13, 3]
+    """The exact coefficients as the kernel's double-double table [14, 3]
     (h, l and a bound on |h + l − c|), its flags (the branches
     ``nadam_element`` takes, decided on the exact values as it decides them),
     and whether every coefficient lies in the kernel's safe range."""
@@ -439,6 +451,7 @@ def coefficient_table(coef: Coefficients) -> tuple[np.ndarray, np.ndarray, bool]
             bool(coef.split_update),
             False,
             False,
+            bool(coef.split_denominator),
         ],
         dtype=np.bool_,
     )

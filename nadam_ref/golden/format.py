@@ -63,7 +63,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .profiles import HYPERPARAMETERS, get_profile
+from ..profiles import HYPERPARAMETERS, get
+from ..schedule import MOMENTUM_CORRECTIONS
 
 FORMAT, VERSION = "nadam-ref-golden", 2
 VERSIONS = (1, 2)
@@ -74,7 +75,27 @@ RULE_KEYS = (
     + HYPERPARAMETERS[5:]
     + ("split_update", "compute_dtype", "scalar_dtype", "state_dtype")
 )
+#: Rules written only where a profile sets them (so the files of the profiles
+#: that do not stay as they were), with the value an absent key means.
+OPTIONAL_RULE_KEYS = {
+    "split_denominator": False,
+    "momentum_correction": "next",
+    "accumulated_powers": False,
+    "one_minus_beta1": None,
+    "one_minus_beta2": None,
+    "decay_factor_dtype": None,
+}
 DTYPES = ("float32", "float64", "complex64", "complex128")
+
+
+def arithmetic(rule: dict) -> dict:
+    """A case's rule as the arithmetic keywords of
+    :func:`nadam_ref.schedule.step_coefficients`: without the oracle's
+    ``state_dtype`` and the per-step ``lr_schedule`` (whose entry for the
+    step replaces ``lr``)."""
+    return {k: v for k, v in rule.items() if k not in ("state_dtype", "lr_schedule")}
+
+
 #: Largest array (elements) a file may declare; protects the loader from absurd shapes.
 MAX_ELEMENTS = 2_000_000_000
 
@@ -222,12 +243,16 @@ def _meta(case: Case) -> dict:
 
     def rule_out(r):
         out = {}
-        for k in RULE_KEYS + (("lr_schedule",) if "lr_schedule" in r else ()):
+        optional = [k for k, d in OPTIONAL_RULE_KEYS.items() if r.get(k, d) != d]
+        schedule = ("lr_schedule",) if "lr_schedule" in r else ()
+        for k in RULE_KEYS + tuple(optional) + schedule:
             v = r[k]
             if k.endswith("dtype"):
                 out[k] = None if v is None else np.dtype(v).name
             elif isinstance(v, (bool, np.bool_)):
                 out[k] = bool(v)
+            elif isinstance(v, str):
+                out[k] = v
             elif k == "lr_schedule":
                 out[k] = _flat_out(np.asarray(v, dtype=np.float64))
             else:
@@ -493,7 +518,7 @@ def _from_npz(data: bytes) -> Case:
 def _build(doc: dict, array) -> Case:
     """Check everything the schema cannot say and assemble the Case."""
     dtype = np.dtype(doc["dtype"])
-    get_profile(doc["profile"])
+    get(doc["profile"])
     shapes = [tuple(s) for s in doc["shapes"]]
     n = len(shapes)
     for i, s in enumerate(shapes):
@@ -535,11 +560,11 @@ def _build(doc: dict, array) -> Case:
         groups.append(group)
     rules = []
     for k, r in enumerate(doc["rules"]):
-        rule = {}
+        rule = dict(OPTIONAL_RULE_KEYS)
         for key, v in r.items():
             if key.endswith("dtype"):
                 rule[key] = None if v is None else np.dtype(v)
-            elif isinstance(v, bool):
+            elif isinstance(v, bool) or key == "momentum_correction":
                 rule[key] = v
             elif key == "lr_schedule":
                 rule[key] = _schedule_in(v, steps, f"rules/{k}/lr_schedule")
@@ -553,6 +578,10 @@ def _build(doc: dict, array) -> Case:
         for key in ("lr", "eps", "weight_decay", "momentum_decay"):
             if not rule[key] >= 0.0:
                 raise GoldenFormatError(f"field rules/{k}/{key}: must be >= 0, got {rule[key]}")
+        if rule["momentum_correction"] not in MOMENTUM_CORRECTIONS:
+            raise GoldenFormatError(
+                f"field rules/{k}/momentum_correction: must be one of {MOMENTUM_CORRECTIONS}"
+            )
         rules.append(rule)
     closed = doc["loop"] != "open"
     if closed and dtype.kind == "c":

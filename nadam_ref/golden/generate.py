@@ -8,9 +8,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..functional import as_real
+from ..profiles import get as get_profile
 from . import fast_oracle, oracle
 from .format import Case
-from .profiles import get_profile
 from .tolerance import DERIVATION, ToleranceBound, finish
 
 #: How gradients are drawn: N(0, 1)·scale, zeros, the constant scale, or

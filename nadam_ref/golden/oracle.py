@@ -11,7 +11,7 @@ arithmetic on the case's inputs.
 
 Inputs are binary floating-point numbers (θ₀, the gradients, and the
 hyperparameters as the framework actually holds them, see
-:mod:`nadam_ref.golden.profiles`), and they are taken exactly.  The only
+:mod:`nadam_ref.profiles`), and they are taken exactly.  The only
 roundings the oracle applies on the way are the ones a profile declares part
 of the algorithm: the stored step counter and ∏μ, kept in the state dtype
 (torch keeps ∏μ in a float32 tensor even for float64 parameters).  The
@@ -31,7 +31,8 @@ from numpy.typing import DTypeLike
 
 from ..element import nadam_element
 from ..functional import as_real
-from ..schedule import advance, coefficients
+from ..schedule import step_coefficients
+from .format import arithmetic
 
 #: Significant decimal digits the oracle carries (the issue asks for ≥ 60).
 DIGITS = 65
@@ -115,10 +116,17 @@ def round_array(array: np.ndarray, dtype: DTypeLike) -> np.ndarray:
 
 def state_rounding(dtype: DTypeLike | None) -> Callable:
     """The oracle's ``state_dtype``: exact numbers, rounded to ``dtype`` as a
-    stored state is (or kept exact when ``dtype`` is None)."""
+    stored state is (or kept exact when ``dtype`` is None).  The function
+    names its ``dtype``, for the running products of
+    :func:`nadam_ref.schedule.accumulated_power`."""
     if dtype is None:
         return Exact
-    return lambda x: Exact(float(round_to(Exact(x) if not isinstance(x, Exact) else x, dtype)))
+
+    def rounded(x):
+        return Exact(float(round_to(Exact(x) if not isinstance(x, Exact) else x, dtype)))
+
+    rounded.dtype = np.dtype(dtype)
+    return rounded
 
 
 def exact_run(
@@ -132,11 +140,11 @@ def exact_run(
 ) -> dict[str, list[np.ndarray]]:
     """Run NAdam exactly on each parameter and return the recorded trajectory.
 
-    ``rules[i]`` holds parameter i's keyword arguments of
-    :func:`nadam_ref.functional.plan_step` (lr, beta1, beta2, eps,
-    weight_decay, momentum_decay, decoupled_weight_decay, maximize,
-    momentum_base) plus ``state_dtype``, the dtype its step and ∏μ are stored
-    in (None: kept exact).  ``grads[i]`` has shape [steps, *shape].
+    ``rules[i]`` holds parameter i's arithmetic keyword arguments of
+    :func:`nadam_ref.functional.plan_step` (a profile's
+    :meth:`~nadam_ref.profiles.Profile.rules`) plus ``state_dtype``, the
+    dtype its step and ∏μ are stored in (None: kept exact); the oracle
+    computes in exact arithmetic whatever the rules' compute dtype.  ``grads[i]`` has shape [steps, *shape].
 
     Returns, for each quantity "param", "exp_avg", "exp_avg_sq" and
     "mu_product", one array per parameter shaped [len(record_steps), *shape]
@@ -210,29 +218,17 @@ def exact_coefficients(rule: dict, step, mu_product, to_state: Callable | None =
     the stored step t−1 and ∏_{i<t} μ_i: (scalars, coefficients), shared by
     every element (:mod:`nadam_ref.golden.fast_oracle` uses them as they are)."""
     to_state = to_state or state_rounding(rule.get("state_dtype"))
-    scalars = advance(
+    scalars, coef = step_coefficients(
         step,
         mu_product,
-        rule["beta1"],
-        rule["beta2"],
-        rule["momentum_decay"],
-        compute_dtype=Exact,
-        state_dtype=to_state,
-        base=rule["momentum_base"],
-    )
-    coef = coefficients(
-        scalars,
-        lr=rule["lr"],
-        beta1=rule["beta1"],
-        beta2=rule["beta2"],
-        eps=rule["eps"],
-        weight_decay=rule["weight_decay"],
-        decoupled_weight_decay=rule["decoupled_weight_decay"],
-        maximize=rule["maximize"],
-        # In exact arithmetic the two ways of applying the step agree.
-        split_update=False,
-        compute_dtype=Exact,
-        dtype=Exact,
+        **{
+            **arithmetic(rule),
+            # In exact arithmetic the two ways of applying the step agree.
+            "split_update": False,
+            "compute_dtype": Exact,
+            "scalar_dtype": to_state,
+            "dtype": Exact,
+        },
     )
     return scalars, coef
 

@@ -2,8 +2,7 @@
 
 This is the float reference the golden files are checked against, and the
 engine the verifier's diagnosis uses to try other profiles and known
-mistakes: it runs :func:`nadam_ref.schedule.advance`,
-:func:`nadam_ref.schedule.coefficients` and
+mistakes: it runs :func:`nadam_ref.schedule.step_coefficients` and
 :func:`nadam_ref.element.nadam_element` (what :func:`nadam_ref.functional.plan_step`
 and the NumPy backend run, minus the input checks) with a profile's rules.
 """
@@ -16,7 +15,8 @@ import numpy as np
 
 from ..element import nadam_element
 from ..functional import as_real
-from ..schedule import advance, coefficients
+from ..schedule import step_coefficients
+from .format import arithmetic
 
 QUANTITIES = ("param", "exp_avg", "exp_avg_sq", "mu_product")
 
@@ -52,6 +52,7 @@ def replay(
     out = {q: [] for q in QUANTITIES}
     for i, p0 in enumerate(case.params0):
         rule = rules[i]
+        options = arithmetic(rule)
         theta = np.array(p0, copy=True)
         step0, mu_product0, m0, v0 = case.start_state(i)
         if start is not None:
@@ -66,28 +67,12 @@ def replay(
         with np.errstate(all="ignore"):
             for t in range(1, last + 1):
                 g = theta.copy() if case.grads is None else case.grads[i][t - 1]
-                scalars = advance(
+                scalars, coef = step_coefficients(
                     state(step + step_offset),
                     mu_product,
-                    rule["beta1"],
-                    rule["beta2"],
-                    rule["momentum_decay"],
-                    compute_dtype=rule["compute_dtype"],
-                    state_dtype=rule["scalar_dtype"],
-                    base=rule["momentum_base"],
-                )
-                coef = coefficients(
-                    scalars if scalars_hook is None else scalars_hook(scalars),
-                    lr=rule["lr"] if lrs is None else lrs[t - 1],
-                    beta1=rule["beta1"],
-                    beta2=rule["beta2"],
-                    eps=rule["eps"],
-                    weight_decay=rule["weight_decay"],
-                    decoupled_weight_decay=rule["decoupled_weight_decay"],
-                    maximize=rule["maximize"],
-                    split_update=rule["split_update"],
-                    compute_dtype=rule["compute_dtype"],
                     dtype=rt.dtype,
+                    **{**options, "lr": rule["lr"] if lrs is None else lrs[t - 1]},
+                    scalars_hook=scalars_hook,
                 )
                 if hook is not None:
                     coef = hook(coef, scalars, t)
