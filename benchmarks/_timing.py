@@ -2,7 +2,7 @@
 which the CUDA ones start with).
 
 Benchmarks here compare implementations *side by side in one run*: on a
-shared machine absolute times drift by 2× between runs (REFERENCE.md §4), so
+shared machine absolute times drift by 2× between runs (docs/frameworks.md, "Measuring speed"), so
 only ratios taken in the same run mean anything.  :func:`interleaved_times`
 therefore runs the contenders round-robin — one call of each, then the next
 round — so that a burst of load from elsewhere hits all of them alike, and

@@ -2,7 +2,7 @@
 
 import os
 
-# Keras 3 is checked on the torch backend (REFERENCE.md §5); it reads this at import.
+# Keras 3 is checked on the torch backend (docs/frameworks.md, "Environment"); it reads this at import.
 os.environ.setdefault("KERAS_BACKEND", "torch")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Without a GPU the CUDA backend is tested with Numba's simulator, which must be

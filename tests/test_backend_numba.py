@@ -5,7 +5,7 @@ copies, and compares θ, m and v with ``np.array_equal`` after every step: not a
 tolerance, the same bits.  The NumPy backend applies the element function to
 whole arrays with NumPy's ufuncs; the Numba backend compiles it and runs it
 per element in a parallel loop, so agreement checks the compiled arithmetic,
-the dtype of every constant (REFERENCE.md §3) and the array addressing.
+the dtype of every constant (docs/frameworks.md, "Numerics") and the array addressing.
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def test_matches_recorded_torch_with_float32_scalars(case, dtype):
 
 def test_float64_scalars_are_what_separates_float64_runs():
     """The tolerance has teeth: with float64 ∏μ a float64 run is ~1e-11 from
-    torch (its float32 ∏μ, REFERENCE.md §2), far outside 1e-14."""
+    torch (its float32 ∏μ, docs/frameworks.md), far outside 1e-14."""
     params0, grads, theta = recorded("plain", "float64")
     ours, _ = run_nadam_ref("plain", params0, grads, scalar_dtype=np.float64)
     assert 1e-13 < max_error(ours, theta) < 1e-8
