@@ -94,6 +94,64 @@ PARAMETER_SETS: dict[str, list[dict]] = {
             max_epochs=1,
         ),
     ],
+    "03": [
+        dict(
+            frameworks=["torch", "keras 3", "optax"],
+            lr=5e-3,
+            beta1=0.8,
+            eps=1e-8,
+            steps=100,
+            n_params=100,
+            seed=7,
+            exact_steps=60,
+            exact_params=5,
+        ),
+        dict(
+            frameworks=[],
+            steps=40,
+            n_params=20,
+            grad_scale=1.0,
+            grad_bias=0.0,
+            beta2=0.99,
+            exact_steps=50,
+            exact_params=3,
+            seed=3,
+        ),
+    ],
+    "04": [
+        dict(dtype="float64", shapes=[[3]], steps=12, seed=4, lr=1e-2, momentum_decay=0.04),
+        dict(
+            shapes=[[2, 2], [5]],
+            steps=8,
+            lr=1e-3,
+            beta1=0.8,
+            beta2=0.99,
+            eps=1e-7,
+            tiny_grad_scale=1e-8,
+            seed=9,
+        ),
+    ],
+    "05": [
+        dict(
+            bench_sizes=[100, 10**4],
+            bench_repeats=3,
+            steps=2,
+            weight_decay=0.0,
+            fma_elements=2000,
+            seed=1,
+            lr=1e-3,
+        ),
+        dict(
+            bench_sizes=[10**3],
+            bench_repeats=3,
+            steps=3,
+            beta1=0.8,
+            beta2=0.99,
+            momentum_decay=1.0,
+            fma_elements=10_000,
+            eps=1e-6,
+        ),
+    ],
 }
 
 #: Run after each notebook with its defaults: its exercises' checks must accept a
@@ -121,10 +179,28 @@ def _grad_b(z, y):
 assert check_grad_b(_grad_b) is True
 assert check_grad_b(lambda z, y: softmax(z).mean(axis=0)) is False
 """,
+    "03": """
+_mu = lambda t: beta1 * (1 - 0.5 * 0.96**t)
+assert check_F(1 + (1 - beta1) * _mu(2) / (1 - _mu(1) * _mu(2))) is True
+assert check_F(1.0) is False and check_F(None) is None
+_right = KNOWN[seed % 4]
+assert check_framework(_right) is True and check_framework(None) is None
+assert check_framework(next(n for n in KNOWN if schedules[n] != schedules[_right])) is False
+""",
+    "04": """
+assert check_port(tiny_nadam) is True
+assert check_port(mystery_port) is False and check_port(None) is None
+assert check_scale(1e-7) is True and check_scale(1.0) is False and check_scale(None) is None
+""",
+    "05": """
+assert check_fma(lambda a, b, c: (a.astype(np.float64) * b + c).astype(np.float32)) is True
+assert check_fma(lambda a, b, c: a * b + c) is False and check_fma(my_fma) is None
+assert check_bytes(56) is True and check_bytes(28) is False and check_bytes(None) is None
+""",
 }
 
 #: The figures each notebook draws at least (static figures; sliders may add more).
-MIN_FIGURES = {"01": 3, "02": 4}
+MIN_FIGURES = {"01": 3, "02": 4, "03": 1, "04": 1, "05": 1}
 
 FIGURE_REPORT = """
 import json as _json, os as _os
@@ -156,32 +232,23 @@ def _runs():
 RUNS = list(_runs())
 
 
-#: The notebooks rewritten for issue 15 so far; the others have no parameters cell yet.
-WITH_PARAMETERS = {"01", "02"}
-
-
-def _parameters_cell(notebook, number: str) -> int | None:
+def _parameters_cell(notebook) -> int:
     tagged = [i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", [])]
-    if number not in WITH_PARAMETERS and not tagged:
-        return None
     assert len(tagged) == 1, f"{len(tagged)} cells tagged 'parameters'; expected exactly one"
     return tagged[0]
 
 
 def _prepare(path: Path, values: dict, run_id: str):
     notebook = nbformat.read(path, as_version=4)
-    at = _parameters_cell(notebook, path.name[:2])
-    names = (
-        set()
-        if at is None
-        else {
-            target.id
-            for node in ast.parse(notebook.cells[at].source).body
-            if isinstance(node, ast.Assign)
-            for target in node.targets
-            if isinstance(target, ast.Name)
-        }
-    )
+    at = _parameters_cell(notebook)
+    names = {
+        name.id
+        for node in ast.parse(notebook.cells[at].source).body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        for name in (target.elts if isinstance(target, ast.Tuple) else [target])
+        if isinstance(name, ast.Name)
+    }
     unknown = set(values) - names
     assert not unknown, f"{path.name}: no parameters named {sorted(unknown)}"
     if values:
@@ -270,7 +337,7 @@ def test_notebook_is_committed_without_outputs(path: Path):
         and (cell.get("outputs") or cell.get("execution_count") is not None)
     ]
     assert not stale, f"{path.name}: cells {stale} carry outputs; clear them before committing"
-    _parameters_cell(notebook, path.name[:2])
+    _parameters_cell(notebook)
 
 
 @pytest.mark.parametrize(("path", "values"), RUNS)
