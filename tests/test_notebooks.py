@@ -12,7 +12,7 @@ After the notebook's own cells the test runs a few of its own in the same
 kernel: the exercises' check functions must accept a solution written here
 and reject a wrong answer, and every figure must have been drawn (matplotlib's
 Agg backend, so no image is rendered unless ``NADAM_TUTORIAL_FIGURES=DIR`` asks
-for PNGs of every figure, to look at them).
+for PNGs of every figure, to look at them, and for each run's CPU seconds).
 
 Runs share the CPU: ``NADAM_NOTEBOOK_WORKERS`` kernels at a time (default 2).
 Kernels import this checkout's nadam_ref (its root is put first on PYTHONPATH)
@@ -212,6 +212,11 @@ for _k, _n in enumerate(_plt.get_fignums()):
                       for _a in _fig.axes))
     if _out:
         _fig.savefig(_os.path.join(_out, f"RUN-{_k}.png"), dpi=80, bbox_inches="tight")
+if _out:  # the kernel's CPU seconds, to see what each run costs
+    import resource as _resource
+    _use = [_resource.getrusage(_w) for _w in (_resource.RUSAGE_SELF, _resource.RUSAGE_CHILDREN)]
+    with open(_os.path.join(_out, "RUN-cpu.txt"), "w") as _f:
+        _f.write(f"{sum(_u.ru_utime + _u.ru_stime for _u in _use):.1f}\n")
 print("FIGURES " + _json.dumps(_drawn))
 """
 
