@@ -216,7 +216,7 @@ if _out:  # the kernel's CPU seconds, to see what each run costs
     import resource as _resource
     _use = [_resource.getrusage(_w) for _w in (_resource.RUSAGE_SELF, _resource.RUSAGE_CHILDREN)]
     with open(_os.path.join(_out, "RUN-cpu.txt"), "w") as _f:
-        _f.write(f"{sum(_u.ru_utime + _u.ru_stime for _u in _use):.1f}\n")
+        print(f"{sum(_u.ru_utime + _u.ru_stime for _u in _use):.1f}", file=_f)
 print("FIGURES " + _json.dumps(_drawn))
 """
 
