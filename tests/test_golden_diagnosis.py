@@ -176,25 +176,50 @@ def test_dtype_mismatches_in_plain_words():
     )
 
 
-def _timm_optax_case(recording, steps=30, weight_decay=0.0):
-    z = np.load(TIMM / recording)
+def _recorded_case(path, profile="optax", hp=None, steps=30, dtype="float64"):
+    """A case of ``profile`` on a recording's inputs (its first ``steps`` steps),
+    and the recorded θ."""
+    z = np.load(path)
     n = sum(1 for k in z.files if k.startswith("initial/"))
-    params0 = [z[f"initial/{i}"] for i in range(n)]
-    grads = [z[f"grads/{i}"][:steps].astype(np.float64) for i in range(n)]
-    hp = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
-    if weight_decay:
-        hp.update(weight_decay=weight_decay, decoupled_weight_decay=True)
+    params0 = [z[f"initial/{i}"].astype(dtype) for i in range(n)]
+    grads = [z[f"grads/{i}"][:steps].astype(dtype) for i in range(n)]
     case = make_case(
-        "optax-like-timm",
-        profile="optax",
-        dtype="float64",
+        f"{profile}-on-{path.stem}",
+        profile=profile,
+        dtype=dtype,
         shapes=[p.shape for p in params0],
         steps=steps,
-        hyperparameters=hp,
+        hyperparameters=hp or {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
         params0=params0,
         grads=grads,
     )
-    return case, [z[f"float64/theta/{i}"][:steps] for i in range(n)]
+    return case, [z[f"{dtype}/theta/{i}"][:steps] for i in range(n)]
+
+
+def _timm_optax_case(recording):
+    return _recorded_case(TIMM / recording)
+
+
+@pytest.mark.parametrize(
+    "recording, profile, name",
+    [
+        ("paddle/defaults.npz", "torch", "paddle"),
+        ("timm/timm-nadam-legacy--defaults.npz", "torch", "timm-nadam-legacy"),
+        ("timm/timm-nadam-legacy--defaults.npz", "tf-keras-legacy", "timm-nadam-legacy"),
+    ],
+)
+def test_real_recording_against_another_profile_is_named(recording, profile, name):
+    """paddle 3.3.1 and timm 1.0.31's NAdamLegacy, recorded with their defaults
+    (torch's hyperparameters), against a float64 case of another profile on
+    the same inputs: the diagnosis names the library's own profile."""
+    path = HERE / "data" / recording
+    if not path.exists():
+        pytest.skip(f"no recording {recording}")
+    hp = {"lr": 2e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "momentum_decay": 4e-3}
+    case, recorded = _recorded_case(path, profile, hp)
+    report = verify(case, recorded)
+    assert not report.passed and report.first_failing_step <= 2, str(report)
+    assert report.diagnosis.matches and name in report.diagnosis.names, str(report)
 
 
 @pytest.mark.skipif(not TIMM.exists(), reason="no timm recordings")

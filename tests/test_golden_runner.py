@@ -396,3 +396,11 @@ def test_cli_generates_a_scheduled_resumed_case(tmp_path):
     (tmp_path / "bad.txt").write_text("1e-3, x")
     argv[argv.index(str(tmp_path / "lr.txt"))] = str(tmp_path / "bad.txt")
     assert golden_main(argv) == 2
+
+
+def test_schema_lists_every_profile():
+    """The schema's profile names are the declared profiles (a case of any profile loads)."""
+    from nadam_ref.profiles import PROFILES
+
+    schema = json.loads((suite_path().parent / "schema.json").read_text())
+    assert sorted(schema["properties"]["profile"]["enum"]) == sorted(PROFILES)

@@ -490,9 +490,20 @@ def diagnose_output(
     :data:`DIAGNOSIS_STEPS`)."""
     upto = min(case.steps, DIAGNOSIS_STEPS, max(100, 4 * first_step))
     expected_score = score(case, actual_param, case.expected["param"], upto)
-    found = []
-    for cand in _diagnosis.candidates(case, exclude_profiles):
+    found, alone = [], {}
+    cands = _diagnosis.candidates(case, exclude_profiles)
+    for cand in cands:  # each profile alone first (the case's own: its float replay)
+        if cand.mistake is None:
+            alone[cand.profile] = replay(case, steps=upto, **cand.replay)["param"]
+            found.append((score(case, actual_param, alone[cand.profile], upto), cand))
+    for cand in cands:
+        if cand.mistake is None:
+            continue
         traj = replay(case, steps=upto, **cand.replay)["param"]
+        if cand.profile not in alone:
+            alone[cand.profile] = replay(case, steps=upto, rules=cand.replay["rules"])["param"]
+        if all(np.array_equal(a, b, equal_nan=True) for a, b in zip(traj, alone[cand.profile])):
+            continue  # the mistake changes nothing under this profile (e.g. ∏_{t+1} unused)
         found.append((score(case, actual_param, traj, upto), cand))
     if not found:
         return Diagnosis("unexplained: no alternative applies to this case", None, None, False)
