@@ -429,6 +429,49 @@ _add(
     "resumes from the checkpoint after step 50",
 )
 
+# The profiles of paddle and timm: defaults in both dtypes, a schedule, a resume.
+for _profile in ("paddle", "timm-nadamw", "timm-nadam-legacy"):
+    for _dtype in ("float32", "float64"):
+        _add(
+            f"{_profile}-{_dtype}",
+            profile=_profile,
+            dtype=_dtype,
+            shapes=[(7,)],
+            steps=30,
+            seed=1,
+            description=f"{_profile} with its default hyperparameters, {_dtype}",
+        )
+_add(
+    "schedule-step-paddle-float32",
+    profile="paddle",
+    dtype="float32",
+    shapes=[(7,)],
+    steps=30,
+    seed=30,
+    lr_schedule=_step_decay(2e-3, 30, 10, 0.5),
+    description="paddle, float32: the learning rate of paddle.optimizer.lr.StepDecay(2e-3, 10, 0.5)",
+)
+_add(
+    "schedule-warmup-cosine-timm-nadamw-float64",
+    profile="timm-nadamw",
+    dtype="float64",
+    shapes=[(7,)],
+    steps=30,
+    seed=30,
+    lr_schedule=_warmup_cosine(1e-3, 30, 5),
+    description="timm-nadamw, float64: a cosine schedule after 5 linear warm-up steps from 0",
+)
+_add(
+    "resume-timm-nadam-legacy-float32",
+    profile="timm-nadam-legacy",
+    dtype="float32",
+    shapes=[(7,)],
+    steps=20,
+    seed=31,
+    resume_after=100,
+    description="timm-nadam-legacy, float32: resumes from a checkpoint taken after 100 steps",
+)
+
 
 def case_file(name: str) -> str:
     return f"{name}.{SUITE[name][0]}"
