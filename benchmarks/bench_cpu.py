@@ -2,8 +2,9 @@
 memory roofline, side by side in one run.
 
 For each case every contender takes one step in turn, round after round, and
-the table shows medians and ratios (REFERENCE.md §4: absolute times drift by
-2× between runs on a shared machine, ratios within one run do not):
+the table shows medians and ratios (docs/frameworks.md, "Measuring speed":
+absolute times drift by 2× between runs on a shared machine, ratios within
+one run do not):
 
 * ``numba step``   — ``NAdam(..., backend="numba").step()``, the whole step a
   user pays for: checks, schedule, coefficients and the compiled pass;
@@ -18,7 +19,9 @@ the table shows medians and ratios (REFERENCE.md §4: absolute times drift by
 
 Cases: (a) one 1e7-element tensor, float32 and float64; (b) 500 tensors of
 1000 float32; (c) 1e3, 1e5 and 1e7 float32 elements, to show how cost grows;
-(d) one 1e8-element float32 tensor, which no cache holds.  ``first`` times
+(d) one 1e8-element float32 tensor, which no cache holds; (k) the Keras-style
+front end, ``keras.Nadam.apply_gradients`` (both schedules) on one
+1e7-element float32 variable, beside the roofline.  ``first`` times
 the first step of a fresh process twice, with an empty Numba cache (cold:
 compiles) and then with the cache the first one wrote (warm: loads).
 
@@ -30,7 +33,7 @@ Usage::
 
 Results go to ``benchmarks/results/bench_cpu.json`` by default (git-ignored).
 Targets (2-core machine): (a), (d) at least 0.85 of the roofline and 3× torch
-foreach; (b) 4× torch foreach.
+foreach; (b) 4× torch foreach; (k) 0.8 of the roofline.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]
 from _timing import format_seconds, format_table, interleaved_times, machine, median, write_json  # noqa: E402
 
-from nadam_ref import backend_numba, functional  # noqa: E402
+from nadam_ref import backend_numba, functional, keras  # noqa: E402
 from nadam_ref.optimizer import NAdam, Parameter  # noqa: E402
 
 try:
@@ -72,11 +75,13 @@ CASES = {
         ("c: 1e7 float32", [10**7], np.float32),
     ],
     "d": [("d: 1e8 float32", [10**8], np.float32)],
+    "k": [("k: keras 1e7 float32", [10**7], np.float32)],
 }
 TARGETS = {  # case letter → (least fraction of the roofline, least speed-up over torch foreach)
     "a": (0.85, 3.0),
     "b": (None, 4.0),
     "d": (0.85, 3.0),
+    "k": (0.8, None),
 }
 
 
@@ -138,15 +143,26 @@ def contenders(sizes: list[int], dtype, torch_threads: int) -> dict:
     return steps
 
 
-def run_case(label: str, sizes: list[int], dtype, repeats: int, torch_threads: int) -> dict:
-    times = interleaved_times(contenders(sizes, dtype, torch_threads), repeats=repeats, warmup=2)
-    medians = {name: median(t) for name, t in times.items()}
-    numba = medians["numba step"]
-    ratios = {"roofline / numba step": medians["roofline"] / numba}
-    for name in ("numpy step", "torch loop", "torch foreach"):
-        if name in medians:
-            ratios[f"{name} / numba step"] = medians[name] / numba
-    ratios["numba update / numba step"] = medians["numba update"] / numba
+def keras_contenders(sizes: list[int], dtype) -> dict:
+    """``keras.Nadam.apply_gradients`` with each schedule (on its default, numba,
+    backend), beside the roofline pass of the same traffic: the Keras-style
+    front end's whole step (checks, profile, schedule, the compiled pass)."""
+    rng = np.random.default_rng(0)
+    steps = {}
+    for schedule in ("legacy", "keras3"):
+        variables = [rng.standard_normal(n, dtype=np.float64).astype(dtype) for n in sizes]
+        grads = [(rng.standard_normal(n, dtype=np.float64) * 1e-2).astype(dtype) for n in sizes]
+        opt = keras.Nadam(schedule=schedule)
+        pairs = list(zip(grads, variables))
+        steps[f"keras {schedule}"] = lambda opt=opt, pairs=pairs: opt.apply_gradients(pairs)
+    stream = [np.ones(sum(sizes), dtype) for _ in range(4)]
+    stream[1][:] = 1e-6
+    steps["roofline"] = lambda: streaming_pass(*stream)
+    return steps
+
+
+def _result(label, sizes, dtype, repeats, times, medians, ratios) -> dict:
+    """One case's entry in the JSON results."""
     return {
         "label": label,
         "dtype": np.dtype(dtype).name,
@@ -157,6 +173,28 @@ def run_case(label: str, sizes: list[int], dtype, repeats: int, torch_threads: i
         "times_s": times,
         "ratios": ratios,
     }
+
+
+def run_keras_case(label: str, sizes: list[int], dtype, repeats: int) -> dict:
+    times = interleaved_times(keras_contenders(sizes, dtype), repeats=repeats, warmup=2)
+    medians = {name: median(t) for name, t in times.items()}
+    ratios = {
+        f"roofline / keras {s}": medians["roofline"] / medians[f"keras {s}"]
+        for s in ("legacy", "keras3")
+    }
+    return _result(label, sizes, dtype, repeats, times, medians, ratios)
+
+
+def run_case(label: str, sizes: list[int], dtype, repeats: int, torch_threads: int) -> dict:
+    times = interleaved_times(contenders(sizes, dtype, torch_threads), repeats=repeats, warmup=2)
+    medians = {name: median(t) for name, t in times.items()}
+    numba = medians["numba step"]
+    ratios = {"roofline / numba step": medians["roofline"] / numba}
+    for name in ("numpy step", "torch loop", "torch foreach"):
+        if name in medians:
+            ratios[f"{name} / numba step"] = medians[name] / numba
+    ratios["numba update / numba step"] = medians["numba update"] / numba
+    return _result(label, sizes, dtype, repeats, times, medians, ratios)
 
 
 FIRST_STEP_SCRIPT = textwrap.dedent(
@@ -202,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--cases",
-        default="a,b,c,d,first",
-        help="comma-separated, from a, b, c, d, first (default: all)",
+        default="a,b,c,d,k,first",
+        help="comma-separated, from a, b, c, d, k, first (default: all)",
     )
     parser.add_argument(
         "--repeats",
@@ -224,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = sorted(set(chosen) - set(CASES) - {"first"})
     if unknown:
-        parser.error(f"unknown cases {unknown}; choose from a, b, c, d, first")
+        parser.error(f"unknown cases {unknown}; choose from a, b, c, d, k, first")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
 
@@ -245,9 +283,30 @@ def main(argv: list[str] | None = None) -> int:
             )
         print()
 
-    rows = []
+    rows, keras_rows = [], []
     for letter in [c for c in chosen if c in CASES]:
         for label, sizes, dtype in CASES[letter]:
+            if letter == "k":
+                r = run_keras_case(label, sizes, dtype, args.repeats)
+                results["cases"][label] = r
+                m, q = r["median_s"], r["ratios"]
+                keras_rows.append(
+                    [label]
+                    + [format_seconds(m[k]) for k in ("keras legacy", "keras keras3", "roofline")]
+                    + [f"{q[f'roofline / keras {s}']:.2f}" for s in ("legacy", "keras3")]
+                )
+                print(f"done {label}", file=sys.stderr, flush=True)
+                for s in ("legacy", "keras3"):
+                    value = q[f"roofline / keras {s}"]
+                    results["targets"].append(
+                        {
+                            "case": label,
+                            "what": f"roofline / keras {s} >= {TARGETS['k'][0]}",
+                            "value": value,
+                            "met": value >= TARGETS["k"][0],
+                        }
+                    )
+                continue
             repeats = max(3, args.repeats // 3) if sum(sizes) >= 10**8 else args.repeats
             r = run_case(label, sizes, dtype, repeats, args.torch_threads)
             results["cases"][label] = r
@@ -318,6 +377,15 @@ def main(argv: list[str] | None = None) -> int:
             "\nmedians of interleaved rounds; 'of roofline' = roofline time / numba step time, "
             "'vs X' = X time / numba step time"
         )
+    if keras_rows:
+        print()
+        print(
+            format_table(
+                ["case", "keras legacy", "keras keras3", "roofline", "of roofline (legacy)",
+                 "of roofline (keras3)"],
+                keras_rows,
+            )
+        )  # fmt: skip
     for t in results["targets"]:
         print(
             f"target {t['case']}: {t['what']}: {t['value']:.2f} {'met' if t['met'] else 'NOT met'}"

@@ -497,6 +497,15 @@ def from_host(array, like):
     return cuda.to_device(np.array(array, dtype=np.dtype(like.dtype), order="C"))
 
 
+def assign(array, values):
+    """Write host ``values`` into the device array: in place for Numba's device
+    arrays, else (another library's array) into a new one, which is returned."""
+    if hasattr(array, "copy_to_device"):
+        array.copy_to_device(np.ascontiguousarray(values, dtype=np.dtype(array.dtype)))
+        return array
+    return from_host(values, array)
+
+
 # -- the step -----------------------------------------------------------------------------
 
 _TABLES_KEPT = 16

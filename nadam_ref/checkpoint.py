@@ -47,8 +47,14 @@ from typing import Any
 
 import numpy as np
 
-from . import functional
-from .optimizer import GROUP_OPTIONS, STATE_KEYS, to_numpy
+from .optimizer import (
+    STATE_KEYS,
+    check_layout,
+    check_param_groups,
+    check_state,
+    is_integer,
+    to_numpy,
+)
 
 #: The format's name and version, stored in every file; a reader refuses
 #: versions newer than its own.
@@ -62,7 +68,6 @@ ARRAY_DTYPES = ("<f4", "<f8", "<c8", "<c16")
 SCALAR_DTYPES = ("<f4", "<f8", "<i4", "<i8")
 #: Largest metadata member read (bytes); a bigger one is refused before it is read.
 MAX_METADATA_BYTES = 64 * 2**20
-_BOOL_OPTIONS = ("decoupled_weight_decay", "maximize")
 
 
 class CheckpointError(ValueError):
@@ -142,7 +147,7 @@ def _process_alive(pid: int) -> bool:
 
 def _encode(state_dict) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Check a state_dict and split it into arrays and JSON metadata."""
-    _check_layout(state_dict, "state_dict")
+    check_layout(state_dict, "state_dict", CheckpointError)
     groups = []
     for g, group in enumerate(state_dict["param_groups"]):
         groups.append({k: _to_json(v, f"param_groups[{g}][{k!r}]") for k, v in group.items()})
@@ -182,8 +187,11 @@ def _encode(state_dict) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             for name, a in arrays.items()
         },
     }
-    _check_state_dict(
-        _decode_groups(groups, "state_dict"), _state_from_arrays(state, arrays), "state_dict"
+    check_state(
+        check_param_groups(groups, "state_dict", CheckpointError),
+        _state_from_arrays(state, arrays),
+        "state_dict",
+        CheckpointError,
     )
     return arrays, metadata
 
@@ -311,7 +319,7 @@ def _load_bytes(data: bytes) -> dict[str, Any]:
     except damaged as e:
         raise CheckpointError(f"not a readable checkpoint ({type(e).__name__}: {e})") from None
     state_dict = {"state": _state_from_arrays(state, arrays), "param_groups": groups}
-    _check_state_dict(groups, state_dict["state"], "checkpoint")
+    check_state(groups, state_dict["state"], "checkpoint", CheckpointError)
     return state_dict
 
 
@@ -365,7 +373,7 @@ def _check_metadata(metadata: dict) -> tuple[list, list[int], dict[str, tuple]]:
             f"metadata 'format' is {metadata.get('format')!r}, expected {FORMAT!r}"
         )
     version = metadata.get("version")
-    if not _is_int(version) or version < 1:
+    if not is_integer(version) or version < 1:
         raise CheckpointError(f"metadata 'version' must be a positive integer, got {version!r}")
     if version > VERSION:
         raise CheckpointError(
@@ -374,11 +382,11 @@ def _check_metadata(metadata: dict) -> tuple[list, list[int], dict[str, tuple]]:
     missing = [k for k in ("param_groups", "state", "arrays") if k not in metadata]
     if missing:
         raise CheckpointError(f"metadata lacks {missing}")
-    groups = _decode_groups(metadata["param_groups"], "metadata")
+    groups = check_param_groups(metadata["param_groups"], "metadata", CheckpointError)
     state = metadata["state"]
     if (
         not isinstance(state, list)
-        or not all(_is_int(i) and i >= 0 for i in state)
+        or not all(is_integer(i) and i >= 0 for i in state)
         or len(set(state)) != len(state)
     ):
         raise CheckpointError("metadata 'state' must be a list of distinct parameter indices")
@@ -402,7 +410,7 @@ def _check_metadata(metadata: dict) -> tuple[list, list[int], dict[str, tuple]]:
         shape = spec["shape"]
         if (
             not isinstance(shape, list)
-            or not all(_is_int(n) and n >= 0 for n in shape)
+            or not all(is_integer(n) and n >= 0 for n in shape)
             or (scalar and shape)
         ):
             raise CheckpointError(f"{field} has shape {shape!r}")
@@ -439,82 +447,7 @@ def _read_array(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, spec: tup
     return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
-# -- the checks both directions share ----------------------------------------------------------
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
-
-
-def _check_layout(state_dict, where: str) -> None:
-    """The shape of a state_dict: {"state": {i: {4 keys}}, "param_groups": [{...}]}."""
-    if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
-        raise CheckpointError(
-            f'{where} must be a dict with exactly the keys "state" and "param_groups"'
-        )
-    if not isinstance(state_dict["param_groups"], (list, tuple)):
-        raise CheckpointError(f'{where}["param_groups"] must be a list')
-    if not isinstance(state_dict["state"], dict):
-        raise CheckpointError(f'{where}["state"] must be a dict')
-    for g, group in enumerate(state_dict["param_groups"]):
-        if not isinstance(group, dict) or not all(isinstance(k, str) for k in group):
-            raise CheckpointError(f"{where} param_groups[{g}] must be a dict with string keys")
-    for key, entry in state_dict["state"].items():
-        if not _is_int(key) or key < 0:
-            raise CheckpointError(
-                f"{where} state key {key!r} must be a parameter index (an integer ≥ 0)"
-            )
-        if not isinstance(entry, dict) or set(entry) != set(STATE_KEYS):
-            raise CheckpointError(
-                f"{where} state[{key}] must have exactly the keys {list(STATE_KEYS)}"
-            )
-
-
-def _decode_groups(groups, where: str) -> list[dict]:
-    """Check the parameter groups' options and indices; betas become a tuple."""
-    if not isinstance(groups, list) or not groups:
-        raise CheckpointError(f"{where} 'param_groups' must be a non-empty list")
-    out, seen = [], set()
-    for g, group in enumerate(groups):
-        field = f"param_groups[{g}]"
-        if not isinstance(group, dict):
-            raise CheckpointError(f"{where} {field} must be an object")
-        missing = [k for k in (*GROUP_OPTIONS, "params") if k not in group]
-        if missing:
-            raise CheckpointError(f"{where} {field} lacks {missing}")
-        params = group["params"]
-        if not isinstance(params, list) or not all(_is_int(i) and i >= 0 for i in params):
-            raise CheckpointError(f"{where} {field}['params'] must be a list of parameter indices")
-        if seen.intersection(params) or len(set(params)) != len(params):
-            raise CheckpointError(f"{where} {field}['params'] repeats a parameter index")
-        seen.update(params)
-        for name in _BOOL_OPTIONS:
-            if not isinstance(group[name], (bool, np.bool_)):
-                raise CheckpointError(
-                    f"{where} {field}[{name!r}] must be true or false, got {group[name]!r}"
-                )
-        betas = group["betas"]
-        if isinstance(betas, (list, tuple)):
-            betas = tuple(betas)
-        try:
-            functional.check_hyperparameters(
-                group["lr"],
-                betas,
-                group["eps"],
-                group["weight_decay"],
-                group["momentum_decay"],
-                where=f"{where} {field}",
-            )
-        except ValueError as e:
-            raise CheckpointError(str(e)) from None
-        out.append(
-            {
-                **{k: v for k, v in group.items() if k != "params"},
-                "betas": betas,
-                "params": list(params),
-            }
-        )
-    return out
+# -- reading the arrays back ----------------------------------------------------------------
 
 
 def _state_from_arrays(state: list[int], arrays: dict[str, np.ndarray]) -> dict[int, dict]:
@@ -527,32 +460,3 @@ def _state_from_arrays(state: list[int], arrays: dict[str, np.ndarray]) -> dict[
         )
         out[int(i)] = entry
     return out
-
-
-def _check_state_dict(groups: list[dict], state: dict[int, dict], where: str) -> None:
-    """The values: every state entry belongs to a listed parameter, its step is
-    a whole number ≥ 0, ∏μ lies in [0, 1], and its moments share a shape and dtype."""
-    listed = {i for group in groups for i in group["params"]}
-    for i, entry in state.items():
-        field = f"{where} state[{i}]"
-        if i not in listed:
-            raise CheckpointError(f"{field} belongs to a parameter no group lists")
-        step, mu_product = float(entry["step"]), float(entry["mu_product"])
-        if not (math.isfinite(step) and step >= 0 and step == int(step)):
-            raise CheckpointError(
-                f"{field}['step'] must be a whole number ≥ 0, got {entry['step']!r}"
-            )
-        if not 0.0 <= mu_product <= 1.0:
-            raise CheckpointError(
-                f"{field}['mu_product'] must lie in [0, 1], got {entry['mu_product']!r}"
-            )
-        m, v = entry["exp_avg"], entry["exp_avg_sq"]
-        for name, a in (("exp_avg", m), ("exp_avg_sq", v)):
-            if a.dtype.newbyteorder("<").str not in ARRAY_DTYPES:
-                raise CheckpointError(
-                    f"{field}[{name!r}] has dtype {a.dtype}; expected float32, float64, complex64 or complex128"
-                )
-        if m.shape != v.shape or m.dtype != v.dtype:
-            raise CheckpointError(
-                f"{field}: exp_avg ({m.shape}, {m.dtype}) and exp_avg_sq ({v.shape}, {v.dtype}) differ"
-            )

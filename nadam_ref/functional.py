@@ -16,7 +16,6 @@ calls this module; none re-derives a formula.  A step has two phases:
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,21 +24,15 @@ from typing import Any
 
 import numpy as np
 
+from . import backend as contract
+from .backend import BACKENDS  # noqa: F401 - the backends' names, re-exported
 from .schedule import Coefficients, StepScalars, step_coefficients
-
-#: Backend name → module implementing ``update(params, grads, exp_avgs, exp_avg_sqs, coefficients)``.
-BACKENDS = {
-    "numpy": "nadam_ref.backend_numpy",
-    "numba": "nadam_ref.backend_numba",
-    "cuda": "nadam_ref.backend_cuda",
-}
 
 
 def get_backend(name: str) -> ModuleType:
-    """The backend module called ``name`` (imported on first use)."""
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
-    return importlib.import_module(BACKENDS[name])
+    """The backend module called ``name`` (imported on first use); what it
+    provides is declared in :mod:`nadam_ref.backend`."""
+    return contract.get(name).module
 
 
 def check_hyperparameters(lr, betas, eps, weight_decay, momentum_decay, *, where: str = "") -> None:
@@ -103,13 +96,6 @@ def check_array(backend: ModuleType, array, name: str, *, of=None) -> None:
         raise ValueError(f"{_label(name, of)} is a read-only array; NAdam updates it in place")
 
 
-def _hook(backend: ModuleType, name: str):
-    """The backend's optional function ``name``, or None.  (Not ``getattr``
-    with a default: a missing attribute costs it an AttributeError, raised
-    and caught, which is dearer than the rest of a parameter's checks.)"""
-    return vars(backend).get(name)
-
-
 def _label(name, of) -> str:
     return f"{name} of {of}" if of is not None else str(name)
 
@@ -121,8 +107,7 @@ def _label(name, of) -> str:
 def check_grad(backend: ModuleType, param, grad, name: str) -> None:
     """A gradient must be an array of its parameter's shape and dtype."""
     # A backend may read gradients from more places than it updates (CUDA: host or device).
-    is_grad_array = _hook(backend, "is_grad_array") or backend.is_array
-    if not is_grad_array(grad):
+    if not contract.of(backend).is_grad_array(grad):
         raise TypeError(f"gradient of {name} must be an array, got {type(grad).__name__}")
     if grad.shape != param.shape:
         raise ValueError(
@@ -157,7 +142,7 @@ class NonFiniteError(ValueError):
 def check_finite_array(module: ModuleType, array, what: str) -> None:
     """Raise :class:`NonFiniteError` naming ``what`` and the first (C-order)
     index holding a NaN or an infinity; complex arrays are checked part by part."""
-    host = np.asarray(getattr(module, "to_host", np.asarray)(array))
+    host = np.asarray(contract.of(module).to_host(array))
     bad = ~np.isfinite(host)
     if bad.any():
         index = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad.ravel())), host.shape))
@@ -226,7 +211,7 @@ def plan_step(
     (a ValueError) naming the array and its first bad index if any gradient,
     parameter or state array holds one, before anything is updated.
     """
-    module = get_backend(backend)
+    module = contract.get(backend)
     try:
         _ARITHMETIC.bind(0, 0, dtype=None, **arithmetic)
     except TypeError as error:
@@ -245,11 +230,7 @@ def plan_step(
         )
     names = list(names) if names is not None else [f"parameter {i}" for i in range(n)]
     plan = StepPlan(module, [], [], [], [], [], [])
-    # Optional backend hooks: ``adopt`` brings an array the backend accepts into the form it
-    # updates (CUDA: any __cuda_array_interface__ object, as a zero-copy view), ``as_real``
-    # replaces the complex-to-real view for arrays NumPy-style indexing cannot view.
-    adopt = _hook(module, "adopt")
-    real = _hook(module, "as_real") or as_real
+    adopt, real = module.adopt, module.as_real  # see nadam_ref.backend
     # Parameters at the same point of the schedule share their scalars and coefficients
     # (computed once, and one object, so that a backend can batch them cheaply).
     shared: dict[tuple, tuple[StepScalars, Coefficients]] = {}

@@ -45,6 +45,7 @@ from scipy.optimize import Bounds, OptimizeResult
 # since SciPy 0.19; the public approx_fprime offers forward differences only.
 from scipy.optimize._numdiff import approx_derivative
 
+from . import backend as contract
 from . import functional
 from .optimizer import NAdam, Parameter
 
@@ -633,37 +634,30 @@ def _callback(callback) -> Callable[[np.ndarray, float, np.ndarray, int], None]:
 
 class _Device:
     """Moves x and g between the host, where ``fun`` runs, and the backend's
-    arrays (the same NumPy arrays for "numpy" and "numba")."""
+    arrays (the same NumPy arrays for "numpy" and "numba"), through the hooks
+    of the backend contract (:mod:`nadam_ref.backend`)."""
 
     def __init__(self, backend):
-        self.backend = backend
-        self.host = backend.is_array(np.zeros(1))
+        self.backend = contract.of(backend)
+        self.host = self.backend.is_array(np.zeros(1))
 
     def grad(self, g: np.ndarray, like):
         if self.host:
             return g
         # a backend may take host gradients itself (CUDA copies them in its launch)
-        takes = getattr(self.backend, "is_grad_array", self.backend.is_array)
-        return g if takes(g) else self.backend.from_host(g, like)
+        return g if self.backend.is_grad_array(g) else self.backend.from_host(g, like)
 
     def read(self, param: Parameter) -> np.ndarray:
         if self.host:
             return param.data
-        to_host = getattr(self.backend, "to_host", np.asarray)
-        return np.asarray(to_host(param.data))
+        return np.asarray(self.backend.to_host(param.data))
 
     def project(self, param: Parameter, x: np.ndarray, box) -> bool:
         """Clip the parameter onto the box; say whether anything moved."""
         outside = (x < box[0]) | (x > box[1])
         if not outside.any():
             return False
-        clipped = np.clip(x, box[0], box[1])
-        if self.host:
-            param.data[...] = clipped
-        elif hasattr(param.data, "copy_to_device"):  # a Numba device array, written in place
-            param.data.copy_to_device(clipped)
-        else:
-            param.data = self.backend.from_host(clipped, param.data)
+        param.data = self.backend.assign(param.data, np.clip(x, box[0], box[1]))
         return True
 
 

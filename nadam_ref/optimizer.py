@@ -8,12 +8,14 @@ to :mod:`nadam_ref.functional`, as ``torch.optim.NAdam`` hands its work to
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike
 
+from . import backend as contract
 from . import functional, profiles
 
 #: Options a parameter group may override, with torch's defaults.
@@ -237,11 +239,10 @@ class NAdam:
             if id(p.data) in own:
                 raise ValueError("a parameter group holds the same parameter twice")
             own.add(id(p.data))
-        backend = functional.get_backend(self.backend)
+        backend = contract.get(self.backend)
         # A backend may keep parameters elsewhere (CUDA: NumPy arrays move to the device);
         # the Parameters take the new arrays only once the whole group has been checked.
-        take = getattr(backend, "take_params", None)
-        datas = take([p.data for p in params]) if take is not None else [p.data for p in params]
+        datas = backend.take_params([p.data for p in params])
         for data in datas:
             functional.check_array(
                 backend, data, repr(Parameter(data))
@@ -369,8 +370,7 @@ class NAdam:
         Parameters are numbered across groups in order; parameters that never
         had a gradient have no entry in ``"state"``.
         """
-        backend = functional.get_backend(self.backend)
-        to_host = getattr(backend, "to_host", np.array)
+        to_host = contract.get(self.backend).to_host
         state, groups, index = {}, [], 0
         for group in self.param_groups:
             indices = []
@@ -380,8 +380,8 @@ class NAdam:
                     state[index] = {
                         "step": s["step"],
                         "mu_product": s["mu_product"],
-                        "exp_avg": to_host(s["exp_avg"]),
-                        "exp_avg_sq": to_host(s["exp_avg_sq"]),
+                        "exp_avg": np.array(to_host(s["exp_avg"])),
+                        "exp_avg_sq": np.array(to_host(s["exp_avg_sq"])),
                     }
                 indices.append(index)
                 index += 1
@@ -400,96 +400,50 @@ class NAdam:
         ``mu_product`` to ``scalar_dtype``.  Everything is checked before
         anything changes; a mismatch raises ValueError saying what differs.
         """
-        if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
-            raise ValueError(
-                'a state_dict must be a dict with exactly the keys "state" and "param_groups"'
-            )
-        saved_groups, saved_state = state_dict["param_groups"], state_dict["state"]
-        if not isinstance(saved_groups, (list, tuple)) or not isinstance(saved_state, dict):
-            raise ValueError(
-                'state_dict["param_groups"] must be a list and state_dict["state"] a dict'
-            )
+        # The rules every state_dict follows (shared with nadam_ref.checkpoint), then
+        # whether it fits this optimizer.
+        check_layout(state_dict, "state_dict")
+        saved_groups = check_param_groups(state_dict["param_groups"], "loaded")
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(
                 f"loaded state dict has {len(saved_groups)} parameter groups, "
                 f"the optimizer has {len(self.param_groups)}"
             )
-        backend = functional.get_backend(self.backend)
-        from_host = getattr(backend, "from_host", lambda a, like: np.array(a, dtype=like.dtype))
-        params_by_index, new_groups = {}, []
         for g, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
-            if not isinstance(saved, dict) or "params" not in saved:
-                raise ValueError(f'loaded param_groups[{g}] must be a dict with a "params" entry')
-            if not isinstance(saved["params"], (list, tuple)) or not all(
-                map(_is_index, saved["params"])
-            ):
-                raise ValueError(
-                    f"loaded param_groups[{g}]['params'] must be a list of parameter indices, got {saved['params']!r}"
-                )
-            if len(set(saved["params"])) != len(saved["params"]) or any(
-                i in params_by_index for i in saved["params"]
-            ):
-                raise ValueError(f"loaded param_groups[{g}]['params'] repeats a parameter index")
             if len(saved["params"]) != len(group["params"]):
                 raise ValueError(
                     f"loaded param_groups[{g}] has {len(saved['params'])} parameters, "
                     f"the optimizer's group has {len(group['params'])}"
                 )
-            missing = [k for k in GROUP_OPTIONS if k not in saved]
-            if missing:
-                raise ValueError(f"loaded param_groups[{g}] lacks the options {missing}")
-            for flag in ("decoupled_weight_decay", "maximize"):
-                if not isinstance(saved[flag], (bool, np.bool_)):
-                    raise ValueError(
-                        f"loaded param_groups[{g}]['{flag}'] must be True or False, got {saved[flag]!r}"
-                    )
+        check_state(saved_groups, state_dict["state"], "loaded")
+        from_host = contract.get(self.backend).from_host
+        params_by_index, new_groups = {}, []
+        for g, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
             new = {
                 **copy.deepcopy({k: v for k, v in saved.items() if k != "params"}),
                 "params": group["params"],
             }
-            new["betas"] = (
-                tuple(new["betas"]) if isinstance(new["betas"], (list, tuple)) else new["betas"]
-            )
             self._check_group(new, g)
             new_groups.append((g, new))
             for i, p in zip(saved["params"], group["params"]):
                 params_by_index[i] = p
         group_of = {id(p): (g, new) for g, new in new_groups for p in new["params"]}
         new_state = {}
-        for key, s in saved_state.items():
-            if key not in params_by_index:
-                raise ValueError(
-                    f"loaded state has an entry for parameter {key!r}, which no group lists"
-                )
+        for key, s in state_dict["state"].items():
             p = params_by_index[key]
-            if not isinstance(s, dict) or set(s) != set(STATE_KEYS):
-                raise ValueError(
-                    f"loaded state[{key!r}] must have exactly the keys {list(STATE_KEYS)}"
-                )
-            step, mu_product = (
-                _scalar(s["step"], f"state[{key!r}]['step']"),
-                _scalar(s["mu_product"], f"state[{key!r}]['mu_product']"),
-            )
-            if not (np.isfinite(step) and step >= 0 and step == int(step)):
-                raise ValueError(
-                    f"loaded state[{key!r}]['step'] must be a whole number ≥ 0, got {step}"
-                )
-            if not 0.0 <= mu_product <= 1.0:
-                raise ValueError(
-                    f"loaded state[{key!r}]['mu_product'] must lie in [0, 1], got {mu_product}"
-                )
             g, new = group_of[id(p)]
             scalar = self._state_dtype(new, g, p.dtype).type
-            entry = {"step": scalar(step), "mu_product": scalar(mu_product)}
+            entry = {
+                "step": scalar(_scalar(s["step"], "")),
+                "mu_product": scalar(_scalar(s["mu_product"], "")),
+            }
             for name in ("exp_avg", "exp_avg_sq"):
                 array = np.asarray(to_numpy(s[name]))
                 if array.shape != p.shape:
                     raise ValueError(
                         f"loaded state[{key!r}]['{name}'] has shape {array.shape}, the parameter has {p.shape}"
                     )
-                if array.dtype.kind not in "fc" or (
-                    array.dtype.kind == "c" and p.dtype.kind != "c"
-                ):
+                if array.dtype.kind == "c" and p.dtype.kind != "c":
                     raise ValueError(
                         f"loaded state[{key!r}]['{name}'] has dtype {array.dtype}, which cannot hold {p.dtype}"
                     )
@@ -541,19 +495,116 @@ def _from_profile(hp: dict) -> dict:
     return {k: (hp["beta1"], hp["beta2"]) if k == "betas" else hp[k] for k in GROUP_OPTIONS}
 
 
-def _is_index(x) -> bool:
-    """A parameter index: an integer ≥ 0 (not a bool)."""
-    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)) and x >= 0
+# -- the state_dict rules, shared by load_state_dict and nadam_ref.checkpoint -----------------
+
+_BOOL_OPTIONS = ("decoupled_weight_decay", "maximize")
 
 
-def _scalar(value, name: str) -> float:
+def is_integer(x) -> bool:
+    """An integer (not a bool)."""
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def check_layout(state_dict, where: str, error: type[Exception] = ValueError) -> None:
+    """The shape of a state_dict: ``{"state": {i: {the four STATE_KEYS}},
+    "param_groups": [{...}]}``; raises ``error`` naming what is wrong."""
+    if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
+        raise error(f'{where} must be a dict with exactly the keys "state" and "param_groups"')
+    if not isinstance(state_dict["param_groups"], (list, tuple)):
+        raise error(f'{where}["param_groups"] must be a list')
+    if not isinstance(state_dict["state"], dict):
+        raise error(f'{where}["state"] must be a dict')
+    for g, group in enumerate(state_dict["param_groups"]):
+        if not isinstance(group, dict) or not all(isinstance(k, str) for k in group):
+            raise error(f"{where} param_groups[{g}] must be a dict with string keys")
+    for key, entry in state_dict["state"].items():
+        if not is_integer(key) or key < 0:
+            raise error(f"{where} state key {key!r} must be a parameter index (an integer ≥ 0)")
+        if not isinstance(entry, dict) or set(entry) != set(STATE_KEYS):
+            raise error(f"{where} state[{key}] must have exactly the keys {list(STATE_KEYS)}")
+
+
+def check_param_groups(groups, where: str, error: type[Exception] = ValueError) -> list[dict]:
+    """The parameter groups' options (every one of GROUP_OPTIONS, torch's
+    rules) and indices (each listed once); returns them with betas a tuple."""
+    if not isinstance(groups, (list, tuple)) or not groups:
+        raise error(f"{where} 'param_groups' must be a non-empty list")
+    out, seen = [], set()
+    for g, group in enumerate(groups):
+        field = f"{where} param_groups[{g}]"
+        if not isinstance(group, dict):
+            raise error(f"{field} must be an object")
+        missing = [k for k in (*GROUP_OPTIONS, "params") if k not in group]
+        if missing:
+            raise error(f"{field} lacks {missing}")
+        params = group["params"]
+        if not isinstance(params, (list, tuple)) or not all(
+            is_integer(i) and i >= 0 for i in params
+        ):
+            raise error(f"{field}['params'] must be a list of parameter indices, got {params!r}")
+        if seen.intersection(params) or len(set(params)) != len(params):
+            raise error(f"{field}['params'] repeats a parameter index")
+        seen.update(params)
+        for name in _BOOL_OPTIONS:
+            if not isinstance(group[name], (bool, np.bool_)):
+                raise error(f"{field}[{name!r}] must be true or false, got {group[name]!r}")
+        betas = (
+            tuple(group["betas"]) if isinstance(group["betas"], (list, tuple)) else group["betas"]
+        )
+        try:
+            functional.check_hyperparameters(
+                group["lr"],
+                betas,
+                group["eps"],
+                group["weight_decay"],
+                group["momentum_decay"],
+                where=field,
+            )
+        except ValueError as e:
+            raise error(str(e)) from None
+        out.append({**group, "betas": betas, "params": list(params)})
+    return out
+
+
+def check_state(
+    groups: list[dict], state: dict, where: str, error: type[Exception] = ValueError
+) -> None:
+    """The per-parameter state: every entry belongs to a listed parameter, its
+    step is a whole number ≥ 0, ∏μ lies in [0, 1], and its moments are
+    float32/float64/complex arrays of one shape and dtype."""
+    listed = {i for group in groups for i in group["params"]}
+    for i, entry in state.items():
+        field = f"{where} state[{i}]"
+        if i not in listed:
+            raise error(f"{field} belongs to a parameter no group lists")
+        step = _scalar(entry["step"], f"{field}['step']", error)
+        mu_product = _scalar(entry["mu_product"], f"{field}['mu_product']", error)
+        if not (math.isfinite(step) and step >= 0 and step == int(step)):
+            raise error(f"{field}['step'] must be a whole number ≥ 0, got {entry['step']!r}")
+        if not 0.0 <= mu_product <= 1.0:
+            raise error(f"{field}['mu_product'] must lie in [0, 1], got {entry['mu_product']!r}")
+        m, v = (np.asarray(to_numpy(entry[k])) for k in ("exp_avg", "exp_avg_sq"))
+        for name, a in (("exp_avg", m), ("exp_avg_sq", v)):
+            if not functional.is_nadam_dtype(a.dtype):
+                raise error(
+                    f"{field}[{name!r}] has dtype {a.dtype}; "
+                    "expected float32, float64, complex64 or complex128"
+                )
+        if m.shape != v.shape or m.dtype != v.dtype:
+            raise error(
+                f"{field}: exp_avg has shape {m.shape} and dtype {m.dtype}, exp_avg_sq "
+                f"shape {v.shape} and dtype {v.dtype}; they differ"
+            )
+
+
+def _scalar(value, name: str, error: type[Exception] = ValueError) -> float:
     try:
         array = np.asarray(to_numpy(value))
         if array.size != 1 or array.dtype.kind not in "biuf":
             raise TypeError
         return float(array.reshape(()))
     except (TypeError, ValueError):
-        raise ValueError(f"loaded {name} must be a real number, got {value!r}") from None
+        raise error(f"{name} must be a real number, got {value!r}") from None
 
 
 def to_numpy(value):
