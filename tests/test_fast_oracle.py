@@ -205,6 +205,21 @@ def test_huge_tiny_and_subnormal_gradients_equal_the_mpmath_oracle(dtype, scale)
         assert stats["fallback"] == 6
 
 
+def test_non_finite_gradients_fall_back_to_mpmath():
+    g = np.array([[1.0, np.inf, np.nan, -np.inf], [0.5, 0.5, 0.5, 0.5]], np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        fast, slow, stats = _both(
+            profile="torch",
+            dtype="float32",
+            shapes=[(4,)],
+            steps=2,
+            params0=[np.ones(4, np.float32)],
+            grads=[g],
+        )
+    assert fast == slow
+    assert sorted(j for _, j in stats["flagged"]) == [1, 2, 3]
+
+
 def test_exact_ties_round_to_even():
     """v = (1 − β2)·g² exactly on a rounding boundary: with β2 = 0.75 and
     g = 1 + 2⁻¹² (float32: g² has 25 bits) or g = 1 − 2⁻²⁷ (float64, 54 bits, which
