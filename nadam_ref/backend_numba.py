@@ -50,6 +50,7 @@ same bits.
 
 from __future__ import annotations
 
+import sys
 import warnings
 import weakref
 from collections import OrderedDict
@@ -459,6 +460,11 @@ def _table(layouts: tuple) -> tuple:
 def _run(layouts: tuple, itemsize: int, coef: Coefficients) -> None:
     """One compiled call over a batch: tensors of one dtype and coefficients."""
     arrays, total = _table(layouts)
+    _launch(arrays, total, itemsize, coef)
+
+
+def _launch(arrays: tuple, total: int, itemsize: int, coef: Coefficients) -> None:
+    """The compiled pass over a table of ``total`` elements."""
     args = (arrays[0], np.int64(itemsize), *arrays[1:], coef)
     if total < PARALLEL_THRESHOLD:
         _update_serial(*args)
@@ -518,3 +524,139 @@ def is_array(x) -> bool:
 def zeros_like(x: np.ndarray) -> np.ndarray:
     """A fresh zero state array for parameter ``x``."""
     return np.zeros_like(x)
+
+
+# -- a step over arrays read by compiled code ----------------------------------------------------
+#
+# Over many small parameters a step's cost is Python's, and much of it is reading arrays:
+# an array's shape, strides and flags, read from Python, are new tuples and objects, a few
+# hundred nanoseconds an array, and its address (``__array_interface__``) a dict.  Compiled
+# code reads them from the array objects themselves, given their addresses (``id``, in
+# CPython): NumPy lays out every ndarray as the struct PyArrayObject_fields of its C API
+# (numpy/ndarraytypes.h, unchanged since NumPy 1.7 and part of its ABI), read here as 64-bit
+# words.  :func:`_struct_readable` checks, once, that the words read are the ones Python sees;
+# where they are not (another interpreter, a 32-bit or big-endian machine), nothing uses them.
+
+#: The words of PyArrayObject_fields on a 64-bit machine: refcount, type, data, nd,
+#: dimensions, strides, base, descr, flags (nd and flags are C ints: the low half of a word).
+_TYPE, _DATA, _NDIM, _DIMS, _DESCR, _FLAGS = 1, 2, 3, 4, 7, 8
+#: NPY_ARRAY_C_CONTIGUOUS, NPY_ARRAY_ALIGNED and NPY_ARRAY_WRITEABLE (numpy/ndarraytypes.h).
+_C_CONTIGUOUS, _ALIGNED, _WRITEABLE = 0x0001, 0x0100, 0x0400
+
+
+@njit(cache=True)
+def _read_dense(addresses, ndarray_type, descr, itemsize, sizes, bases):
+    """Fill the table of n tensors (``sizes``, ``bases``) from the objects at
+    ``addresses``: every θ, then every g, every m, every v.  Returns −1 when
+    all are ndarrays (not subclasses) whose dtype is the object at ``descr``,
+    C-contiguous and aligned, each of its θ's shape, θ, m and v writeable;
+    otherwise the first tensor that is not (the table is then meaningless)."""
+    n = sizes.shape[0]
+    for j in range(4 * n):  # the type first: only an ndarray has the words read below
+        if carray(_pointer(addresses[j]), 2, np.int64)[_TYPE] != ndarray_type:
+            return j % n
+    for i in range(n):
+        theta = carray(_pointer(addresses[i]), 9, np.int64)
+        nd = theta[_NDIM] & 0xFFFFFFFF
+        dims = carray(_pointer(theta[_DIMS]), nd, np.int64)
+        size = 1
+        for d in range(nd):
+            size *= dims[d]
+        for k in range(4):
+            obj = carray(_pointer(addresses[k * n + i]), 9, np.int64)
+            need = _C_CONTIGUOUS | _ALIGNED | (0 if k == 1 else _WRITEABLE)
+            if (
+                obj[_DESCR] != descr
+                or (obj[_FLAGS] & need) != need
+                or obj[_DATA] % itemsize != 0
+                or (obj[_NDIM] & 0xFFFFFFFF) != nd
+            ):
+                return i
+            other = carray(_pointer(obj[_DIMS]), nd, np.int64)
+            for d in range(nd):
+                if other[d] != dims[d]:
+                    return i
+            bases[i, k] = obj[_DATA]
+        sizes[i] = size
+    return -1
+
+
+class DenseBatch:
+    """The table of a batch of n tensors, all four arrays of each dense in C
+    order, refilled by :meth:`read` from the arrays themselves each step (the
+    table of the last step's batch is kept: no allocation a step)."""
+
+    __slots__ = ("dtype", "itemsize", "arrays", "total")
+
+    def __init__(self, count: int, dtype: np.dtype):
+        self.dtype, self.itemsize = dtype, dtype.itemsize  # dtype held: its id names it
+        self.arrays = (
+            np.zeros(count, np.int64),  # sizes
+            np.zeros((count, 4), np.int64),  # bases
+            np.zeros((count, 4), np.int64),  # spans (unused by dense tensors)
+            np.zeros((count, 4), np.int64),  # offsets
+            np.zeros(count, np.int64),  # ndims: 0, dense
+            np.ones((count, 1), np.int64),  # shapes
+            np.zeros((count, 4, 1), np.int64),  # strides
+        )
+        self.total = 0
+
+    def read(self, arrays: list) -> bool:
+        """Whether ``arrays`` (every θ, then every g, every m, every v) are
+        NumPy arrays (not subclasses) of the batch's dtype, C-contiguous and
+        aligned, each of its θ's shape, θ, m and v writeable; if so the table
+        now describes them.  The arrays must stay alive until :meth:`run`."""
+        if not _STRUCT_READABLE:
+            return False
+        sizes, bases = self.arrays[0], self.arrays[1]
+        addresses = np.fromiter(map(id, arrays), np.int64, len(arrays))
+        if _read_dense(addresses, _NDARRAY, id(self.dtype), self.itemsize, sizes, bases) >= 0:
+            return False
+        self.total = int(sizes.sum())
+        return True
+
+    def run(self, coef: Coefficients) -> None:
+        """The update of the arrays last read, with ``coef``."""
+        _launch(self.arrays, self.total, self.itemsize, coef)
+
+
+_NDARRAY = id(np.ndarray)
+
+
+def _struct_readable() -> bool:
+    """Whether :func:`_read_dense` reads what Python sees: tried on arrays
+    that it must accept and on ones it must refuse."""
+    if (
+        sys.implementation.name != "cpython"
+        or sys.maxsize != 2**63 - 1
+        or sys.byteorder != "little"
+    ):
+        return False
+    try:
+        base = np.arange(24.0).reshape(2, 3, 4)
+        good = [base, base[1], np.zeros(()), np.zeros(0)]
+        batch = DenseBatch(len(good), np.dtype(np.float64))
+        sizes, bases = batch.arrays[0], batch.arrays[1]
+        addresses = np.array([id(a) for a in good * 4], np.int64)
+        if _read_dense(addresses, _NDARRAY, id(batch.dtype), 8, sizes, bases) != -1:
+            return False
+        if list(sizes) != [a.size for a in good] or any(
+            bases[i, 0] != a.__array_interface__["data"][0] for i, a in enumerate(good[:3])
+        ):
+            return False
+        locked = base.copy()
+        locked.flags.writeable = False
+        for bad in (base.T, base[:, ::2], locked, base.astype(np.float32), base.reshape(4, 6)):
+            quad = [base, bad if bad is not locked else base, base, base]
+            if bad is locked:
+                quad[2] = locked
+            addresses = np.array([id(a) for a in quad], np.int64)
+            one = DenseBatch(1, np.dtype(np.float64))
+            if _read_dense(addresses, _NDARRAY, id(one.dtype), 8, *one.arrays[:2]) != 0:
+                return False
+        return True
+    except Exception:  # noqa: BLE001 - anything unexpected: do without
+        return False
+
+
+_STRUCT_READABLE = _struct_readable()

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import math
+import operator
 from collections.abc import Callable, Iterable
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,7 @@ from numpy.typing import DTypeLike
 
 from . import backend as contract
 from . import functional, profiles
+from .schedule import step_coefficients
 
 #: Options a parameter group may override, with torch's defaults.
 GROUP_OPTIONS = (
@@ -202,6 +205,8 @@ class NAdam:
         self.check_finite = bool(check_finite)
         #: (group options, dtype) → plan_step's arithmetic options, as the profile gives them
         self._plan_options: dict[tuple, dict] = {}
+        #: id(group) → what the last step of that group checked (:class:`_Repeat`)
+        self._repeats: dict[int, _Repeat] = {}
         self.state: dict[Parameter, dict[str, Any]] = {}
         self.param_groups: list[dict[str, Any]] = []
         if isinstance(params, (np.ndarray, Parameter, dict)):
@@ -314,7 +319,15 @@ class NAdam:
         loss = closure() if closure is not None else None
         backend = functional.get_backend(self.backend)
         plans = []
+        repeats = {}
         for g, group in enumerate(self.param_groups):
+            kept = self._repeats.get(id(group))
+            again = kept.plan(self, group) if kept is not None else None
+            if again is not None:
+                plans.append(again)
+                repeats[id(group)] = kept
+                continue
+            first = len(plans)
             self._check_group(group, g)
             live = [(i, p) for i, p in enumerate(group["params"]) if p.grad is not None]
             # One plan per set of arithmetic options (a profile may compute in each dtype).
@@ -342,8 +355,16 @@ class NAdam:
                     **options,
                 )
                 plans.append((plan, batch, states))
+            kept = _Repeat.after(self, g, group, plans[first:])
+            if kept is not None:
+                repeats[id(group)] = kept
+        self._repeats = repeats  # groups gone or not repeatable are forgotten
         for plan, live, states in plans:
             steps, mu_products = plan.run()
+            if live is None:  # a repeated group: one step and ∏μ for all (see _Repeat)
+                for s in states:
+                    s["step"], s["mu_product"] = steps, mu_products
+                continue
             for (_, p), s, step, mu_product in zip(live, states, steps, mu_products):
                 s["step"], s["mu_product"] = step, mu_product
                 self.state[p] = s
@@ -612,3 +633,123 @@ def to_numpy(value):
     if hasattr(value, "detach") and hasattr(value, "numpy"):
         return value.detach().cpu().numpy()
     return value
+
+
+_DATA, _GRAD = operator.attrgetter("data"), operator.attrgetter("grad")
+_EXP_AVG, _EXP_AVG_SQ = operator.itemgetter("exp_avg"), operator.itemgetter("exp_avg_sq")
+_STEP, _MU_PRODUCT = operator.itemgetter("step"), operator.itemgetter("mu_product")
+_REPEATABLE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class _Repeat:
+    """What a full step of one parameter group checked, kept so that the next
+    step of the group can tell, cheaply and exactly, that its inputs are the
+    ones checked, and then skip the checks.
+
+    Kept for a group on the ``"numba"`` backend, without ``check_finite``,
+    whose parameters all had a gradient and share one dtype, float32 or
+    float64.  The next step's inputs are the same when
+
+    * the group's options, and the optimizer's backend, profile, scalar_dtype
+      and check_finite, are the very objects checked (an edited option is a
+      new object, and the values are immutable: ``betas`` is a tuple);
+    * the group holds the same Parameter objects, each with a gradient and
+      its state, and every state holds the step and ∏μ objects the last step
+      stored (one pair for the whole group);
+    * every θ, g, m and v is exactly a NumPy array of the dtype, C-contiguous
+      and aligned, of its θ's shape, θ, m and v writeable: read from the
+      array objects in compiled code (:class:`nadam_ref.backend_numba.DenseBatch`).
+
+    Then every check of the full path passes and its schedule is the one
+    computed here, from the same options by the same function; the update is
+    the same compiled pass.  Anything else takes the full path, whose checks
+    name what is wrong.
+    """
+
+    __slots__ = ("group", "options", "params", "arithmetic", "batch", "step", "mu_product")
+
+    @classmethod
+    def after(cls, opt: NAdam, index: int, group: dict, plans: list) -> _Repeat | None:
+        """What the full step just planned (``plans``, of ``group``) lets the
+        next step skip, or None when it must be a full one again."""
+        if opt.backend != "numba" or opt.check_finite or len(plans) != 1:
+            return None
+        plan, batch, _ = plans[0]
+        params = group["params"]
+        dtype = params[0].data.dtype if params else None
+        if (
+            len(batch) != len(params)
+            or dtype not in _REPEATABLE_DTYPES
+            or type(group["betas"]) is not tuple
+            or len({id(s) for s in plan.scalars}) != 1
+        ):
+            return None
+        from . import backend_numba  # imported by the step: its backend
+
+        kept = cls()
+        kept.group = group
+        kept.options = _Repeat._options(opt, group)
+        kept.params = list(params)
+        kept.arithmetic = opt._options(group, index, dtype)
+        kept.batch = backend_numba.DenseBatch(len(params), dtype)
+        kept.step, kept.mu_product = plan.scalars[0].step, plan.scalars[0].mu_product
+        return kept
+
+    @staticmethod
+    def _options(opt: NAdam, group: dict) -> list:
+        return [
+            opt.backend,
+            opt.check_finite,
+            opt.profile,
+            opt.scalar_dtype,
+            *map(group.get, GROUP_OPTIONS),
+        ]
+
+    def plan(self, opt: NAdam, group: dict):
+        """This step's plan of ``group`` if its inputs are the ones checked,
+        else None."""
+        params = group["params"]
+        if not (
+            group is self.group
+            and len(params) == len(self.params)
+            and all(map(operator.is_, self._options(opt, group), self.options))
+            and all(map(operator.is_, params, self.params))
+        ):
+            return None
+        grads = list(map(_GRAD, params))
+        states = list(map(opt.state.get, params))
+        if None in states:
+            return None
+        steps, mu_products = list(map(_STEP, states)), list(map(_MU_PRODUCT, states))
+        if not (
+            all(map(operator.is_, steps, repeat(self.step)))
+            and all(map(operator.is_, mu_products, repeat(self.mu_product)))
+        ):
+            return None
+        arrays = [
+            *map(_DATA, params),
+            *grads,
+            *map(_EXP_AVG, states),
+            *map(_EXP_AVG_SQ, states),
+        ]
+        if not self.batch.read(arrays):  # a gradient None is not an ndarray: refused too
+            return None
+        scalars, coef = step_coefficients(
+            self.step, self.mu_product, dtype=self.batch.dtype, **self.arithmetic
+        )
+        return _RepeatedPlan(self, scalars, coef, arrays), None, states
+
+
+class _RepeatedPlan:
+    """A repeated group's step, planned: run it, and the group's next step
+    expects the step and ∏μ it stores."""
+
+    __slots__ = ("kept", "scalars", "coef", "arrays")
+
+    def __init__(self, kept: _Repeat, scalars, coef, arrays):
+        self.kept, self.scalars, self.coef, self.arrays = kept, scalars, coef, arrays
+
+    def run(self):
+        self.kept.batch.run(self.coef)
+        self.kept.step, self.kept.mu_product = self.scalars.step, self.scalars.mu_product
+        return self.scalars.step, self.scalars.mu_product

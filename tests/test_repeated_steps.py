@@ -245,13 +245,31 @@ def test_state_arrays_replaced_or_edited():
     twins.step(2)
     twins.each(lambda opt, params: opt.state[params[0]].__setitem__("exp_avg", np.full(3, 0.25)))
     twins.step(2)
-    twins.each(lambda opt, params: opt.state[params[0]].__setitem__("step", np.float64(40)))
-    twins.step(2)
     twins.each(lambda opt, params: setattr(opt.state[params[1]]["exp_avg_sq"], "shape", (8,)))
     twins.fails_alike(ValueError, r"exp_avg_sq of .* has shape \(8,\)")
     twins.each(lambda opt, params: setattr(opt.state[params[1]]["exp_avg_sq"], "shape", (2, 4)))
     twins.each(lambda opt, params: opt.state[params[1]]["exp_avg"].setflags(write=False))
     twins.fails_alike(ValueError, "exp_avg of .* read-only")
+    twins.each(lambda opt, params: opt.state[params[1]]["exp_avg"].setflags(write=True))
+    twins.step(2)
+    twins.each(lambda opt, params: opt.state[params[0]].__setitem__("step", np.float64(40)))
+    twins.step(2)
+
+
+def test_a_repeated_step_skips_the_full_checks(monkeypatch):
+    """Steps over the inputs the last one checked do not plan them again (and a
+    change makes the next step a full one)."""
+    from nadam_ref import functional
+
+    twins = Twins()
+    planned = []
+    full = functional.plan_step
+    monkeypatch.setattr(functional, "plan_step", lambda *a, **k: planned.append(1) or full(*a, **k))
+    twins.step(3)
+    assert len(planned) == 3 + 1  # the NumPy twin plans every step, the Numba one the first
+    twins.each(lambda opt, params: opt.param_groups[0].__setitem__("lr", 0.01))
+    twins.step(2)
+    assert len(planned) == 4 + 2 + 1  # and the first after the edit
 
 
 def test_a_bad_parameter_in_a_later_group_leaves_the_earlier_groups_alone():
