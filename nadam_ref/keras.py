@@ -66,6 +66,8 @@ clipping.  The facts (docs/frameworks.md):
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import inspect
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -103,7 +105,10 @@ class Nadam:
     The optimizer's state is keyed by the variable object, as Keras keys it.
 
     Args:
-        learning_rate: γ, a non-negative number (``lr`` is an alias that wins, as in tf_keras).
+        learning_rate: γ: a non-negative number (``lr`` is an alias that wins,
+            as in tf_keras), a Keras ``LearningRateSchedule`` (Keras 3's
+            ``keras.optimizers.schedules`` or tf_keras's), or a callable.  See
+            "Learning-rate schedules" below.
         beta_1, beta_2: β1 and β2, in [0, 1).
         epsilon: ε; 0 or None means 1e-7 with the legacy schedule, as in tf_keras.
         name: the optimizer's name (kept in the config).
@@ -130,6 +135,32 @@ class Nadam:
         >>> step_count = opt.minimize(loss, [var1])
         >>> step_count, "{:.1f}".format(var1)
         (1, '9.8')
+
+    Learning-rate schedules: at each :meth:`apply_gradients` the schedule is
+    evaluated as Keras evaluates it, at the iteration count before the
+    step (0 at the first step): a ``LearningRateSchedule`` object, or any
+    callable of one argument, is called with that count; a callable of no
+    arguments (Keras's own convention for callables) is called with none.
+    The value, in the dtype it was computed in (float32 for Keras's
+    schedules, whose arithmetic is the real object's own), is then cast to
+    each variable's dtype, as ``ops.cast(learning_rate, variable.dtype)``
+    (Keras 3) and ``tf.cast(learning_rate(), var_dtype)`` (optimizer_v2) do:
+    it is *not* rounded through the float32 variable in which both
+    generations hold a learning rate given as a number.  So with Keras 3 a
+    callable returning the Python float 0.01 runs a float64 variable with
+    γ = 0.01 exactly, while ``learning_rate=0.01`` runs it with
+    float32(0.01); optimizer_v2's ``tf.cast`` turns a Python number into a
+    float32 tensor first, so there (``schedule="legacy"``) a Python float
+    from a callable is float32-rounded too, and a NumPy float64 is not.
+    ``tf_keras.optimizers.legacy.Nadam`` itself refuses schedule objects
+    ("does not support tf.keras.optimizers.LearningRateSchedules"); its users
+    pass ``lambda: schedule(opt.iterations)``, which is what a schedule
+    object computes here with ``schedule="legacy"``.
+    :meth:`get_config` serialises a schedule object as Keras does (its own
+    library's ``keras.optimizers.schedules.serialize``: a dict with
+    ``module``, ``class_name``, ``config``, ``registered_name``) and a callable
+    as its current value (as optimizer_v2 does); :meth:`from_config` rebuilds
+    a serialised schedule with tf_keras (``schedule="legacy"``) or Keras 3.
 
     Note on ``decay``: tf_keras's legacy Nadam overwrites a lone ``decay``
     keyword with ``schedule_decay``'s default 0.004 (so ``Nadam(decay=0.01)``
@@ -193,7 +224,11 @@ class Nadam:
         schedule_decay = next(iter(decays.values()), DEFAULT_SCHEDULE_DECAY)
         weight_decay = kwargs.get("weight_decay")
         functional.check_hyperparameters(
-            learning_rate, (beta_1, beta_2), epsilon, weight_decay or 0.0, schedule_decay
+            _number_or_zero(learning_rate),
+            (beta_1, beta_2),
+            epsilon,
+            weight_decay or 0.0,
+            schedule_decay,
         )
 
         self._name = name
@@ -251,7 +286,7 @@ class Nadam:
     def _set_hyper(self, key: str, value) -> None:
         trial = {**self._hyper, key: value}
         functional.check_hyperparameters(
-            trial["learning_rate"],
+            _number_or_zero(trial["learning_rate"]),
             (trial["beta_1"], trial["beta_2"]),
             trial["epsilon"],
             self._weight_decay or 0.0,
@@ -483,10 +518,24 @@ class Nadam:
             self._slots.get(id(v)) or {n: np.zeros_like(_data(v)) for n in SLOT_NAMES}
             for v in variables
         ]
+        learning_rate = self._hyper["learning_rate"]
+        scheduled = callable(learning_rate)
+        if scheduled:
+            learning_rate = _learning_rate_value(
+                learning_rate, int(self._iterations), self._schedule
+            )
+            # A schedule's value is cast to each variable's dtype, not held in the
+            # float32 variable the profile's lr rounding stands for.
+            profile = dataclasses.replace(
+                self._profile, float32=tuple(k for k in self._profile.float32 if k != "lr")
+            )
+        else:
+            profile = self._profile
         plans, new_cache = [], None
         for dtype in _unique_dtypes(variables):
             idx = [i for i, v in enumerate(variables) if _data(v).dtype == dtype]
-            options = self._profile.plan_options(self._hyperparameters(), dtype)
+            lr = float(dtype.type(learning_rate)) if scheduled else None
+            options = profile.plan_options(self._hyperparameters(lr), dtype)
             if self._schedule == "keras3":
                 # One shared u_product, a variable of the first variable's dtype.
                 options["scalar_dtype"] = cache_dtype
@@ -518,10 +567,13 @@ class Nadam:
         self._iterations += 1
         return self.iterations
 
-    def _hyperparameters(self) -> dict:
-        """The hyperparameters in the profile's (torch) vocabulary, checked by the profile."""
+    def _hyperparameters(self, lr: float | None = None) -> dict:
+        """The hyperparameters in the profile's (torch) vocabulary, checked by
+        the profile; ``lr`` is this step's value of a scheduled learning rate."""
         h = self._hyper
-        given = dict(lr=h["learning_rate"], beta1=h["beta_1"], beta2=h["beta_2"], eps=h["epsilon"])
+        if lr is None:
+            lr = _number_or_zero(h["learning_rate"])
+        given = dict(lr=lr, beta1=h["beta_1"], beta2=h["beta_2"], eps=h["epsilon"])
         if self._schedule == "legacy":
             given["momentum_decay"] = h["decay"]
         if self._weight_decay:
@@ -643,6 +695,9 @@ class Nadam:
         config.update(
             {k: self._hyper[k] for k in ("learning_rate", "decay", "beta_1", "beta_2", "epsilon")}
         )
+        config["learning_rate"] = _serialize_learning_rate(
+            self._hyper["learning_rate"], int(self._iterations)
+        )
         if self._weight_decay is not None:
             config["weight_decay"] = self._weight_decay
         if self._schedule != "legacy":
@@ -657,6 +712,10 @@ class Nadam:
         config = dict(config)
         if "lr" in config:
             config["learning_rate"] = config.pop("lr")
+        if "learning_rate" in config:
+            config["learning_rate"] = _deserialize_learning_rate(
+                config["learning_rate"], config.get("schedule", "legacy"), custom_objects
+            )
         return cls(**config)
 
     def __repr__(self) -> str:
@@ -745,6 +804,92 @@ def _as_gradient(grad, var, i: int) -> np.ndarray:
         functional.get_backend("numpy"), data, grad, f"grads_and_vars[{i}] ({_describe(var)})"
     )
     return grad
+
+
+# -- learning-rate schedules ----------------------------------------------------------------------
+
+
+def _is_keras_schedule(value) -> bool:
+    """A ``LearningRateSchedule`` of Keras 3 or of tf_keras (found by its
+    class's ancestry, so that neither library is imported to ask)."""
+    return callable(value) and any(
+        c.__name__ == "LearningRateSchedule" and c.__module__.split(".")[0] in ("keras", "tf_keras")
+        for c in type(value).__mro__
+    )
+
+
+def _takes_step(fn) -> bool:
+    """Whether a callable learning rate takes the step count (a schedule
+    object, or a function of one argument) or, as Keras calls one, none."""
+    if _is_keras_schedule(fn):
+        return True
+    try:
+        inspect.signature(fn).bind(0)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read (some builtins): give it the step
+        return True
+    return True
+
+
+def _learning_rate_value(learning_rate: Callable, step: int, schedule: str) -> np.ndarray:
+    """The scheduled learning rate of the step after ``step`` steps, as a 0-d array of
+    the dtype it was computed in (float32 for Keras's schedules).
+
+    Keras evaluates a schedule object at its iteration count before the
+    step's increment (0 at the first step) and a callable with no
+    arguments; nadam_ref also calls a callable of one argument with that
+    count.  The value is then cast to each variable's dtype.
+    """
+    value = learning_rate(step) if _takes_step(learning_rate) else learning_rate()
+    array = np.asarray(_to_numpy(value))
+    if schedule == "legacy" and isinstance(value, (int, float)):
+        # tf.cast(value, var_dtype) converts a Python number to a float32 tensor first
+        array = np.asarray(np.float32(value))
+    if (
+        array.size != 1
+        or array.dtype.kind not in "fiu"
+        or not (np.isfinite(array) & (array >= 0)).all()
+    ):
+        raise ValueError(
+            f"the learning rate schedule returned {value!r} at step {step}; "
+            "it must return one finite real number >= 0"
+        )
+    return array.reshape(())
+
+
+def _serialize_learning_rate(learning_rate, step: int):
+    """``get_config``'s learning_rate: a schedule object serialised by its own
+    library (the dict Keras writes), a callable's current value (as
+    tf_keras's optimizer_v2 does), or the number."""
+    if _is_keras_schedule(learning_rate):
+        library = importlib.import_module(type(learning_rate).__module__.split(".")[0])
+        return library.optimizers.schedules.serialize(learning_rate)
+    if callable(learning_rate):
+        return float(_learning_rate_value(learning_rate, step, "keras3"))
+    return learning_rate
+
+
+def _deserialize_learning_rate(learning_rate, schedule: str, custom_objects: dict | None):
+    """A serialised schedule (a dict) as an object of the generation's library:
+    tf_keras for ``"legacy"``, Keras 3 for ``"keras3"`` (as each generation's
+    ``from_config`` does)."""
+    if not isinstance(learning_rate, dict):
+        return learning_rate
+    name = "tf_keras" if schedule == "legacy" else "keras"
+    try:
+        library = importlib.import_module(name)
+    except ImportError:
+        raise ImportError(
+            f"the config's learning_rate is a serialised Keras schedule; rebuilding it needs {name}"
+        ) from None
+    return library.optimizers.schedules.deserialize(learning_rate, custom_objects=custom_objects)
+
+
+def _number_or_zero(learning_rate):
+    """A learning rate as checked with the other hyperparameters: a schedule's
+    values are checked as each step evaluates them."""
+    return 0.0 if callable(learning_rate) else learning_rate
 
 
 def _to_numpy(value):
