@@ -843,7 +843,7 @@ def _learning_rate_value(learning_rate: Callable, step: int, schedule: str) -> n
     """
     value = learning_rate(step) if _takes_step(learning_rate) else learning_rate()
     array = np.asarray(_to_numpy(value))
-    if schedule == "legacy" and isinstance(value, (int, float)):
+    if schedule == "legacy" and type(value) in (int, float):  # not np.float64, a float subclass
         # tf.cast(value, var_dtype) converts a Python number to a float32 tensor first
         array = np.asarray(np.float32(value))
     if (
