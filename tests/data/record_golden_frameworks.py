@@ -11,7 +11,10 @@ form ``nadam-ref golden verify`` reads).
 Each framework runs in its own subprocess (Keras 3 needs KERAS_BACKEND=torch
 before import, and TensorFlow and JAX are best kept apart).  Versions used
 for the committed recordings: torch 2.13.0 (CPU), tf-keras 2.21 legacy Nadam,
-Keras 3.15.1 on torch, optax 0.2.8 with jax (x64 enabled for float64).
+Keras 3.15.1 on torch, optax 0.2.8 with jax (x64 enabled for float64),
+paddlepaddle 3.3.1 (CPU), timm 1.0.31 (NAdamW, NAdamLegacy; its optimizer
+files loaded by path as tests/paddle_timm_cases.py explains, so torchvision is
+not needed).
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ RECORDINGS = {
     "tf-keras-legacy": ["tf-keras-legacy-float32", "tf-keras-legacy-float64"],
     "keras3": ["keras3-float32", "keras3-float64", "weight-decay-keras3"],
     "optax": ["optax-float32", "optax-float64", "weight-decay-optax-nadamw"],
+    "paddle": ["paddle-float32", "paddle-float64"],
+    "timm-nadamw": ["timm-nadamw-float32", "timm-nadamw-float64"],
+    "timm-nadam-legacy": ["timm-nadam-legacy-float32", "timm-nadam-legacy-float64"],
 }
 
 
@@ -165,11 +171,60 @@ def record_optax(case) -> list[np.ndarray]:
     return [np.array(x) for x in out]
 
 
+def _paddle_timm(optimizer: str, case, kwargs: dict) -> list[np.ndarray]:
+    sys.path.insert(0, str(HERE.parent))
+    from paddle_timm_cases import run
+
+    out = run(optimizer, case.params0, case.grads, case.dtype, kwargs, steps=case.steps)
+    return out["theta"]
+
+
+def record_paddle(case) -> list[np.ndarray]:
+    ((hp, _),) = _groups(case)
+    if hp["weight_decay"] or hp["maximize"]:
+        raise SystemExit(f"{case.name}: recorded without weight decay or maximize only")
+    kwargs = dict(
+        learning_rate=hp["lr"],
+        beta1=hp["beta1"],
+        beta2=hp["beta2"],
+        epsilon=hp["eps"],
+        momentum_decay=hp["momentum_decay"],
+    )
+    return _paddle_timm("paddle", case, kwargs)
+
+
+def record_timm_nadamw(case) -> list[np.ndarray]:
+    ((hp, _),) = _groups(case)
+    kwargs = dict(
+        lr=hp["lr"],
+        betas=(hp["beta1"], hp["beta2"]),
+        eps=hp["eps"],
+        weight_decay=hp["weight_decay"],  # decoupled, as NAdamW's always is
+        maximize=hp["maximize"],
+    )
+    return _paddle_timm("timm-nadamw", case, kwargs)
+
+
+def record_timm_nadam_legacy(case) -> list[np.ndarray]:
+    ((hp, _),) = _groups(case)
+    kwargs = dict(
+        lr=hp["lr"],
+        betas=(hp["beta1"], hp["beta2"]),
+        eps=hp["eps"],
+        weight_decay=hp["weight_decay"],  # L2
+        schedule_decay=hp["momentum_decay"],
+    )
+    return _paddle_timm("timm-nadam-legacy", case, kwargs)
+
+
 RECORDERS = {
     "torch": record_torch,
     "tf-keras-legacy": record_tf_keras_legacy,
     "keras3": record_keras3,
     "optax": record_optax,
+    "paddle": record_paddle,
+    "timm-nadamw": record_timm_nadamw,
+    "timm-nadam-legacy": record_timm_nadam_legacy,
 }
 
 
