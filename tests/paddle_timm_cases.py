@@ -84,6 +84,29 @@ def problem(optimizer: str, case: str):
     return params0, grads
 
 
+def library_kwargs(optimizer: str, hp: dict) -> dict:
+    """Hyperparameters in the torch vocabulary (a golden case's: ``lr``,
+    ``beta1``, ``beta2``, ``eps``, ``momentum_decay``, ``weight_decay``,
+    ``maximize``) as the real ``optimizer``'s keyword arguments."""
+    if optimizer == "paddle":
+        if hp.get("weight_decay") or hp.get("maximize"):
+            raise ValueError("the paddle recordings have no weight decay and no maximize")
+        return dict(
+            learning_rate=hp["lr"],
+            beta1=hp["beta1"],
+            beta2=hp["beta2"],
+            epsilon=hp["eps"],
+            momentum_decay=hp["momentum_decay"],
+        )
+    common = dict(lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"])
+    if optimizer == "timm-nadamw":  # weight decay decoupled, as NAdamW's always is
+        return dict(common, weight_decay=hp["weight_decay"], maximize=hp["maximize"])
+    if hp.get("maximize"):
+        raise ValueError("timm's NAdamLegacy has no maximize")
+    # NAdamLegacy: weight decay is L2; ψ is called schedule_decay
+    return dict(common, weight_decay=hp["weight_decay"], schedule_decay=hp["momentum_decay"])
+
+
 # -- timm without `import timm` ----------------------------------------------------------------
 
 _TIMM_PACKAGE = "_timm_optim_by_path"

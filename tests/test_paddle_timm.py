@@ -412,3 +412,188 @@ def test_installed_timm_reproduces_the_recording(optimizer, dtype):
             assert np.array_equal(a, b)
         else:
             assert units(a, b).max() <= REPLAY_TOLERANCE, versions(optimizer)
+
+
+# -- nadam_ref's profiles against the recordings ---------------------------------------------
+
+#: the library's keyword → nadam_ref.NAdam's (torch's) keyword
+_RENAME = {"learning_rate": "lr", "epsilon": "eps", "schedule_decay": "momentum_decay"}
+
+
+def nadam_ref_options(optimizer: str, kwargs: dict) -> dict:
+    """The library's keyword arguments in nadam_ref.NAdam's vocabulary; what
+    the library leaves at its default, the profile's default gives."""
+    from nadam_ref import profiles
+
+    kwargs, out = dict(kwargs), {}
+    if "beta1" in kwargs or "beta2" in kwargs:  # paddle's two keywords are torch's betas
+        d = profiles.get(optimizer).defaults
+        out["betas"] = (kwargs.pop("beta1", d["beta1"]), kwargs.pop("beta2", d["beta2"]))
+    for key, value in kwargs.items():
+        out[_RENAME.get(key, key)] = tuple(value) if key == "betas" else value
+    return out
+
+
+def run_profile(profile: str, optimizer: str, rec: dict, dtype: str, backend: str = "numba"):
+    """θ after every step of nadam_ref.NAdam(profile=...) fed the recorded gradients."""
+    import nadam_ref
+
+    arrays = [np.array(x, dtype) for x in rec["initial"]]
+    opt = nadam_ref.NAdam(
+        arrays, profile=profile, backend=backend, **nadam_ref_options(optimizer, rec["kwargs"])
+    )
+    params = opt.param_groups[0]["params"]
+    out = [np.empty((len(rec["grads"][0]), *a.shape), a.dtype) for a in arrays]
+    for t in range(len(out[0])):
+        for p, g in zip(params, rec["grads"]):
+            p.grad = np.array(g[t], dtype)
+        opt.step()
+        for o, a in zip(out, arrays):
+            o[t] = a
+    return out
+
+
+#: nadam_ref's profile vs the recording, in :func:`units`; measured: at most 2 (float32, γ 1e-2)
+PROFILE_TOLERANCE = 4.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("optimizer,case", ALL_CASES)
+def test_profile_matches_the_recording(optimizer, case, dtype):
+    rec = recorded(optimizer, case)
+    ours = run_profile(optimizer, optimizer, rec, dtype)
+    worst = max(float(units(a, b).max()) for a, b in zip(ours, rec[dtype]))
+    assert worst <= PROFILE_TOLERANCE, f"{optimizer}/{case}/{dtype}: {worst:.3g} units"
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_profile_numba_gives_the_numpy_bits(optimizer):
+    rec = recorded(optimizer, "hyperparameters")
+    for dtype in DTYPES:
+        ours = run_profile(optimizer, optimizer, rec, dtype, backend="numba")
+        ref = run_profile(optimizer, optimizer, rec, dtype, backend="numpy")
+        assert all(np.array_equal(a, b) for a, b in zip(ours, ref)), dtype
+
+
+@pytest.mark.parametrize(
+    "optimizer,other,dtype,at_least",
+    [
+        # paddle's float32-rounded β1, β2, ε, ψ: 2.9e-9 in float64
+        ("paddle", "torch", "float64", 1e-9),
+        # timm NAdamW's 1 − β1^t against optax's 1 − β1^(t+1): 1.5e-3
+        ("timm-nadamw", "optax", "float64", 1e-3),
+        ("timm-nadamw", "optax", "float32", 1e-3),
+        # the legacy Nadam's float64 ∏μ against torch's float32 one: 3.7e-11
+        ("timm-nadam-legacy", "torch", "float64", 1e-11),
+    ],
+)
+def test_nearest_other_profile_is_far(optimizer, other, dtype, at_least):
+    """The recordings tell the profiles apart: each is farther than
+    ``at_least`` from the profile it is nearest to (figures in
+    docs/real_implementations.md)."""
+    rec = recorded(optimizer, "defaults")
+    kwargs = nadam_ref_options(optimizer, rec["kwargs"])
+    import nadam_ref
+
+    arrays = [np.array(x, dtype) for x in rec["initial"]]
+    if other == "optax":
+        kwargs = {"weight_decay": 1e-2, "decoupled_weight_decay": True, **kwargs}
+        kwargs.setdefault("lr", 1e-3)
+    opt = nadam_ref.NAdam(arrays, profile=other, **kwargs)
+    worst = 0.0
+    for t in range(len(rec["grads"][0])):
+        for p, g in zip(opt.param_groups[0]["params"], rec["grads"]):
+            p.grad = np.array(g[t], dtype)
+        opt.step()
+        worst = max(worst, max(float(np.abs(a - b[t]).max()) for a, b in zip(arrays, rec[dtype])))
+    assert worst > at_least
+
+
+# -- the golden side -------------------------------------------------------------------------
+
+GOLDEN = DATA / "golden_frameworks"
+GOLDEN_RECORDER = DATA / "record_golden_frameworks.py"
+
+
+def _suite_case(name):
+    pytest.importorskip("mpmath", reason="the golden tools need mpmath")
+    from nadam_ref.golden.suite import load_suite_case
+
+    return load_suite_case(name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_real_library_passes_its_golden_case_and_fails_every_other_at_step_1(optimizer, dtype):
+    """The real library on its profile's golden case's inputs
+    (tests/data/golden_frameworks/, by record_golden_frameworks.py) passes
+    that case, and fails every other profile's case of the same dtype at its
+    first step."""
+    from nadam_ref import profiles
+    from nadam_ref.golden import verify
+
+    path = GOLDEN / f"{optimizer}--{optimizer}-{dtype}.npz"
+    report = verify(_suite_case(f"{optimizer}-{dtype}"), path)
+    assert report.passed, str(report)
+    for other in sorted(profiles.PROFILES):
+        if other == optimizer:
+            continue
+        report = verify(_suite_case(f"{other}-{dtype}"), path, diagnose=False)
+        assert not report.passed and report.first_failing_step == 1, (other, str(report))
+
+
+def _replay_on_case(optimizer, case):
+    from paddle_timm_cases import library_kwargs
+
+    kwargs = library_kwargs(optimizer, case.groups[0]["hyperparameters"])
+    return [
+        REPLAYS[optimizer](x0, g, case.dtype.name, kwargs).reshape(case.steps, *x0.shape)
+        for x0, g in zip(case.params0, case.grads)
+    ]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_golden_generate_for_the_new_profiles(optimizer, dtype, tmp_path):
+    """``nadam-ref golden generate --profile ...`` writes a case that this
+    module's independent replay of the library passes and the replays of the
+    other two libraries fail."""
+    pytest.importorskip("mpmath", reason="the golden tools need mpmath")
+    from nadam_ref.golden import load, verify
+
+    path = tmp_path / "case.json"
+    cmd = [sys.executable, "-m", "nadam_ref", "golden", "generate", "--profile", optimizer]
+    cmd += ["--dtype", dtype, "--steps", "25", "--shape", "4", "--shape", "2,3", "--seed", "5"]
+    r = subprocess.run(
+        [*cmd, "--out", str(path)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    case = load(path)
+    assert case.profile == optimizer and case.steps == 25 and case.shapes == [(4,), (2, 3)]
+    report = verify(case, _replay_on_case(optimizer, case), diagnose=False)
+    assert report.passed, str(report)
+    for other in OPTIMIZERS:
+        if other != optimizer:
+            report = verify(case, _replay_on_case(other, case), diagnose=False)
+            assert not report.passed, other
+
+
+def test_live_libraries_match_the_golden_recordings(tmp_path):
+    """Run paddle and timm now on their float64 golden cases (the committed
+    script, in subprocesses): each passes its case."""
+    from nadam_ref.golden import verify
+
+    _installed("paddle")
+    _installed("timm-nadamw")
+    cases = [f"{o}-float64" for o in OPTIMIZERS]
+    r = subprocess.run(
+        [sys.executable, str(GOLDEN_RECORDER), "--only", *OPTIMIZERS, "--out", str(tmp_path)]
+        + ["--cases", *cases],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    for optimizer, case in zip(OPTIMIZERS, cases):
+        report = verify(_suite_case(case), tmp_path / f"{optimizer}--{case}.npz", diagnose=False)
+        assert report.passed, (optimizer, str(report))

@@ -171,50 +171,18 @@ def record_optax(case) -> list[np.ndarray]:
     return [np.array(x) for x in out]
 
 
-def _paddle_timm(optimizer: str, case, kwargs: dict) -> list[np.ndarray]:
-    sys.path.insert(0, str(HERE.parent))
-    from paddle_timm_cases import run
+def _paddle_timm(optimizer: str):
+    def record(case) -> list[np.ndarray]:
+        sys.path.insert(0, str(HERE.parent))
+        from paddle_timm_cases import library_kwargs, run
 
-    out = run(optimizer, case.params0, case.grads, case.dtype, kwargs, steps=case.steps)
-    return out["theta"]
+        ((hp, _),) = _groups(case)
+        kwargs = library_kwargs(optimizer, hp)
+        return run(optimizer, case.params0, case.grads, case.dtype, kwargs, steps=case.steps)[
+            "theta"
+        ]
 
-
-def record_paddle(case) -> list[np.ndarray]:
-    ((hp, _),) = _groups(case)
-    if hp["weight_decay"] or hp["maximize"]:
-        raise SystemExit(f"{case.name}: recorded without weight decay or maximize only")
-    kwargs = dict(
-        learning_rate=hp["lr"],
-        beta1=hp["beta1"],
-        beta2=hp["beta2"],
-        epsilon=hp["eps"],
-        momentum_decay=hp["momentum_decay"],
-    )
-    return _paddle_timm("paddle", case, kwargs)
-
-
-def record_timm_nadamw(case) -> list[np.ndarray]:
-    ((hp, _),) = _groups(case)
-    kwargs = dict(
-        lr=hp["lr"],
-        betas=(hp["beta1"], hp["beta2"]),
-        eps=hp["eps"],
-        weight_decay=hp["weight_decay"],  # decoupled, as NAdamW's always is
-        maximize=hp["maximize"],
-    )
-    return _paddle_timm("timm-nadamw", case, kwargs)
-
-
-def record_timm_nadam_legacy(case) -> list[np.ndarray]:
-    ((hp, _),) = _groups(case)
-    kwargs = dict(
-        lr=hp["lr"],
-        betas=(hp["beta1"], hp["beta2"]),
-        eps=hp["eps"],
-        weight_decay=hp["weight_decay"],  # L2
-        schedule_decay=hp["momentum_decay"],
-    )
-    return _paddle_timm("timm-nadam-legacy", case, kwargs)
+    return record
 
 
 RECORDERS = {
@@ -222,9 +190,10 @@ RECORDERS = {
     "tf-keras-legacy": record_tf_keras_legacy,
     "keras3": record_keras3,
     "optax": record_optax,
-    "paddle": record_paddle,
-    "timm-nadamw": record_timm_nadamw,
-    "timm-nadam-legacy": record_timm_nadam_legacy,
+    # paddle.optimizer.NAdam, timm.optim.NAdamW, timm.optim.NAdamLegacy
+    "paddle": _paddle_timm("paddle"),
+    "timm-nadamw": _paddle_timm("timm-nadamw"),
+    "timm-nadam-legacy": _paddle_timm("timm-nadam-legacy"),
 }
 
 
