@@ -367,7 +367,8 @@ def _installed(optimizer):
 
 def test_installed_paddle_reproduces_the_recording(tmp_path):
     """paddle run now, in a subprocess by the committed script (paddle stays
-    out of this process), gives the committed recording."""
+    out of this process), gives the committed recording, and nadam_ref's
+    profile follows the live run."""
     _installed("paddle")
     case = "hyperparameters"
     r = subprocess.run(
@@ -393,6 +394,9 @@ def test_installed_paddle_reproduces_the_recording(tmp_path):
                 assert np.array_equal(a, b), dtype
             else:
                 assert units(a, b).max() <= REPLAY_TOLERANCE, (dtype, live["versions"])
+        # and nadam_ref's profile against the live run
+        ours = run_profile("paddle", "paddle", live, dtype)
+        assert max(units(a, b).max() for a, b in zip(ours, live[dtype])) <= PROFILE_TOLERANCE
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -400,7 +404,8 @@ def test_installed_paddle_reproduces_the_recording(tmp_path):
 def test_installed_timm_reproduces_the_recording(optimizer, dtype):
     """timm's optimizer files, loaded by path and run now, give the committed
     recording: bit for bit where timm, torch and torch's CPU kernel level are
-    those recorded, within the replay tolerance otherwise."""
+    those recorded, within the replay tolerance otherwise; nadam_ref's profile
+    follows the live run."""
     _installed(optimizer)
     from paddle_timm_cases import run, versions
 
@@ -412,6 +417,8 @@ def test_installed_timm_reproduces_the_recording(optimizer, dtype):
             assert np.array_equal(a, b)
         else:
             assert units(a, b).max() <= REPLAY_TOLERANCE, versions(optimizer)
+    ours = run_profile(optimizer, optimizer, rec, dtype)
+    assert max(units(a, b).max() for a, b in zip(ours, live["theta"])) <= PROFILE_TOLERANCE
 
 
 # -- nadam_ref's profiles against the recordings ---------------------------------------------
