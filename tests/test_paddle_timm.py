@@ -529,13 +529,22 @@ def _suite_case(name):
     return load_suite_case(name)
 
 
+#: With torch's defaults these three compute the same float32 arithmetic up to
+#: where their scalars are rounded (torch: double, float32 ∏μ; paddle: float32;
+#: timm legacy: double, double ∏μ), which moves float32 θ by well under an ulp
+#: a step: a float32 golden case, whose tolerance must let a correct float32
+#: NAdam round, cannot tell them apart, and each passes the others' float32
+#: cases.  In float64 every pair differs at step 1.
+SAME_IN_FLOAT32 = {"torch", "paddle", "timm-nadam-legacy"}
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_real_library_passes_its_golden_case_and_fails_every_other_at_step_1(optimizer, dtype):
     """The real library on its profile's golden case's inputs
     (tests/data/golden_frameworks/, by record_golden_frameworks.py) passes
     that case, and fails every other profile's case of the same dtype at its
-    first step."""
+    first step, except in float32 the profiles of :data:`SAME_IN_FLOAT32`."""
     from nadam_ref import profiles
     from nadam_ref.golden import verify
 
@@ -546,7 +555,27 @@ def test_real_library_passes_its_golden_case_and_fails_every_other_at_step_1(opt
         if other == optimizer:
             continue
         report = verify(_suite_case(f"{other}-{dtype}"), path, diagnose=False)
-        assert not report.passed and report.first_failing_step == 1, (other, str(report))
+        if dtype == "float32" and {optimizer, other} <= SAME_IN_FLOAT32:
+            assert report.passed, (other, str(report))
+        else:
+            assert not report.passed and report.first_failing_step == 1, (other, str(report))
+
+
+def test_older_real_frameworks_fail_the_new_profiles_at_step_1():
+    """torch, tf-keras legacy, Keras 3 and optax recorded on their own golden
+    cases fail the paddle and timm cases of the same dtype at step 1 (torch
+    in float32 excepted, as above)."""
+    from nadam_ref.golden import verify
+
+    for framework in ("torch", "tf-keras-legacy", "keras3", "optax"):
+        for dtype in DTYPES:
+            path = GOLDEN / f"{framework}--{framework}-{dtype}.npz"
+            for other in OPTIMIZERS:
+                report = verify(_suite_case(f"{other}-{dtype}"), path, diagnose=False)
+                if dtype == "float32" and {framework, other} <= SAME_IN_FLOAT32:
+                    assert report.passed, (framework, other)
+                else:
+                    assert not report.passed and report.first_failing_step == 1, (framework, other)
 
 
 def _replay_on_case(optimizer, case):
