@@ -27,6 +27,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..profiles import PROFILES
 from .format import GoldenFormatError
 
 
@@ -89,7 +90,9 @@ def parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--name", default=None, help="the case's name (default: from the options)")
     g.add_argument(
-        "--profile", default="torch", help="torch, tf-keras-legacy, keras3 or optax (default torch)"
+        "--profile",
+        default="torch",
+        help=f"one of {', '.join(sorted(PROFILES))} (default torch)",
     )
     g.add_argument("--dtype", default="float32", help="float32, float64, complex64 or complex128")
     g.add_argument("--steps", type=int, default=10)

@@ -27,15 +27,7 @@ def _add(name, ext="json", **options):
 
 # Each profile with its framework's default hyperparameters, float32 and float64
 # (the recordings in tests/data/golden_frameworks/ use these cases' inputs).
-for _profile in (
-    "torch",
-    "tf-keras-legacy",
-    "keras3",
-    "optax",
-    "paddle",
-    "timm-nadamw",
-    "timm-nadam-legacy",
-):
+for _profile in ("torch", "tf-keras-legacy", "keras3", "optax"):
     for _dtype in ("float32", "float64"):
         _add(
             f"{_profile}-{_dtype}",
