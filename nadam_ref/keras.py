@@ -76,7 +76,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from . import functional, profiles
-from .optimizer import Parameter
+from .optimizer import Parameter, refuse_copy
 
 SCHEDULES = ("legacy", "keras3")
 #: The profile (:mod:`nadam_ref.profiles`) each schedule's arithmetic comes from.
@@ -746,6 +746,7 @@ def _data(var) -> np.ndarray:
 
 def _check_variable(var, what: str) -> None:
     """A variable is a writeable float32/float64 NumPy array or a Parameter holding one."""
+    refuse_copy(var, what)  # as the torch-style NAdam does
     data = var.data if isinstance(var, Parameter) else var
     if not isinstance(data, np.ndarray):
         raise TypeError(

@@ -32,6 +32,29 @@ GROUP_OPTIONS = (
     "maximize",
 )
 STATE_KEYS = ("step", "mu_product", "exp_avg", "exp_avg_sq")
+#: torch.optim.NAdam's keywords about how torch runs a step, not what it computes, with
+#: torch's defaults.  Accepted so that torch code runs unchanged (see check_torch_flags).
+TORCH_ONLY_OPTIONS = {"foreach": None, "capturable": False, "differentiable": False}
+
+
+def check_torch_flags(
+    foreach=None, capturable=False, differentiable=False, where: str = ""
+) -> None:
+    """torch's ``foreach`` (None, True or False) has no effect: a step is always one
+    fused pass per group and dtype, with the arithmetic of torch's for-loop.
+    ``capturable`` and ``differentiable`` must be False: ValueError otherwise."""
+    if foreach is not None and not isinstance(foreach, (bool, np.bool_)):
+        raise ValueError(f"{where}foreach must be None, True or False, got {foreach!r}")
+    if differentiable:
+        raise ValueError(
+            f"{where}differentiable=True is not supported: nadam_ref updates arrays and tensors "
+            "in place outside autograd; use torch.optim.NAdam to differentiate through a step"
+        )
+    if capturable:
+        raise ValueError(
+            f"{where}capturable=True is not supported: nadam_ref's step reads its scalars on "
+            "the host and cannot be captured in a CUDA graph"
+        )
 
 
 class _Default:
@@ -44,6 +67,18 @@ class _Default:
 DEFAULT: Any = _Default()
 
 
+def refuse_copy(value, what: str) -> None:
+    """A parameter is updated in place: a Python list or number, or a NumPy scalar, would
+    become a new array that the caller never sees, so it is refused (TypeError naming it)."""
+    if isinstance(value, (list, tuple, int, float, complex, np.generic)):
+        kind = type(value).__name__
+        kind = f"NumPy {kind} scalar" if isinstance(value, np.generic) else f"Python {kind}"
+        raise TypeError(
+            f"{what} is a {kind}, which cannot be updated in place (the optimizer would update "
+            "a copy that you never see); pass a NumPy array, e.g. np.array(...)"
+        )
+
+
 class Parameter:
     """An array being optimized, and its gradient.
 
@@ -52,11 +87,13 @@ class Parameter:
     is skipped) or an array of the same shape and dtype.  On the ``"cuda"``
     backend a NumPy ``data`` is copied to the device when the optimizer takes
     it: ``data`` becomes the device array, read back with ``np.asarray(p.data)``.
+    A Python list or number, which no update could reach, is a TypeError.
     """
 
     def __init__(self, data, grad=None):
         if isinstance(data, Parameter):
             raise TypeError("data is already a Parameter")
+        refuse_copy(data, "a Parameter's data")
         # Device arrays stay where they are: anything with __cuda_array_interface__, and
         # Numba's device arrays (whose simulator stand-ins lack the interface).
         if not (
@@ -106,6 +143,12 @@ class NAdam:
             and any of the options below overridden.
         lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay,
         maximize: as in torch.
+        foreach, capturable, differentiable: torch.optim.NAdam's, accepted so
+            that torch code runs unchanged.  ``foreach`` has no effect (a step
+            is one fused pass per group and dtype, with the arithmetic of
+            torch's for-loop); ``capturable=True`` and ``differentiable=True``
+            raise ValueError (no CUDA graphs, no autograd here), in the
+            constructor or in a parameter group.
         scalar_dtype: dtype in which each parameter's step count and ∏μ are
             stored.  float64 (the default) is the reference; float32 stores
             them as torch does, which reproduces torch's trajectories.
@@ -156,12 +199,16 @@ class NAdam:
         momentum_decay: float = DEFAULT,
         decoupled_weight_decay: bool = DEFAULT,
         *,
+        foreach: bool | None = None,
         maximize: bool = DEFAULT,
+        capturable: bool = False,
+        differentiable: bool = False,
         scalar_dtype: DTypeLike | None = None,
         profile: str | None = None,
         backend: str = "numba",
         check_finite: bool = False,
     ):
+        check_torch_flags(foreach, capturable, differentiable)
         self.profile = profiles.get("torch" if profile is None else profile)
         self.profile_name = profile
         if scalar_dtype is not None and self.profile.name != "torch":
@@ -235,28 +282,33 @@ class NAdam:
             params = [params]
         elif isinstance(params, (set, frozenset)):
             raise TypeError("parameters must be given in an ordered collection, not a set")
-        params = [as_parameter(p) for p in params]
+        index = len(self.param_groups)
+        params = [_take(p, f"param_groups[{index}]['params'][{i}]") for i, p in enumerate(params)]
         seen = {id(p.data) for g in self.param_groups for p in g["params"]}
         own = set()
-        for p in params:
+        for i, p in enumerate(params):
             if id(p.data) in seen:
-                raise ValueError("some parameters appear in more than one parameter group")
+                raise ValueError(
+                    f"param_groups[{index}]['params'][{i}]: some parameters appear in more than "
+                    "one parameter group"
+                )
             if id(p.data) in own:
-                raise ValueError("a parameter group holds the same parameter twice")
+                raise ValueError(
+                    f"param_groups[{index}]['params'][{i}]: a parameter group holds the same "
+                    "parameter twice"
+                )
             own.add(id(p.data))
         backend = contract.get(self.backend)
         # A backend may keep parameters elsewhere (CUDA: NumPy arrays move to the device);
         # the Parameters take the new arrays only once the whole group has been checked.
         datas = backend.take_params([p.data for p in params])
-        for data in datas:
-            functional.check_array(
-                backend, data, repr(Parameter(data))
-            )  # data's dtype, not a torch one
+        for i, data in enumerate(datas):
+            functional.check_array(backend, data, str(_ParamName(index, i, Parameter(data))))
         group = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
         group["betas"] = (
             tuple(group["betas"]) if isinstance(group["betas"], (list, tuple)) else group["betas"]
         )
-        self._check_group(group, len(self.param_groups))
+        self._check_group(group, index)
         for p, data in zip(params, datas):
             p.data = data
         group["params"] = params
@@ -266,6 +318,9 @@ class NAdam:
         """Check a group's options (torch's rules, then the profile's); return
         them in the profile's vocabulary."""
         where = f"param_groups[{index}]"
+        check_torch_flags(
+            **{k: group.get(k, v) for k, v in TORCH_ONLY_OPTIONS.items()}, where=f"{where}: "
+        )
         functional.check_hyperparameters(
             group["lr"],
             group["betas"],
@@ -487,6 +542,15 @@ class NAdam:
             opts = ", ".join(f"{k}={group[k]!r}" for k in GROUP_OPTIONS)
             lines.append(f"  group {i}: {len(group['params'])} params, {opts}")
         return "\n".join(lines)
+
+
+def _take(p, where: str) -> Parameter:
+    """``p`` as a Parameter (an array is wrapped, not copied); errors name it ``where``."""
+    refuse_copy(p, where)
+    try:
+        return as_parameter(p)
+    except TypeError as error:
+        raise TypeError(f"{where}: {error}") from None
 
 
 class _ParamName:

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from . import functional
-from .optimizer import _ParamName
+from .optimizer import TORCH_ONLY_OPTIONS, _ParamName, check_torch_flags
 
 try:
     import torch
@@ -56,8 +56,6 @@ except ImportError:  # the converters below need no torch until they build tenso
     torch = None
     _Optimizer = object
 
-#: Group flags torch.optim.NAdam has and nadam_ref does not use.
-TORCH_ONLY_OPTIONS = {"foreach": None, "capturable": False, "differentiable": False}
 
 #: The arithmetic :class:`NAdam` can follow: ``"torch"`` stores step and ∏μ
 #: as torch does (float32 scalar tensors), and so reproduces torch.optim.NAdam;
@@ -129,7 +127,7 @@ class NAdam(_Optimizer):
             functional.get_backend(backend)  # an unknown name fails here
         if isinstance(lr, torch.Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
-        _check_flags(capturable, differentiable, "")
+        check_torch_flags(foreach, capturable, differentiable)
         functional.check_hyperparameters(_number(lr), betas, eps, weight_decay, momentum_decay)
         self.profile = profile
         self.backend = backend
@@ -176,7 +174,9 @@ class NAdam(_Optimizer):
     def _plan(self, g: int, group: dict) -> list:
         """The checked plans of one group's step (one per backend and scalar
         dtype, in practice one), each with its (parameter, state) pairs."""
-        _check_flags(group["capturable"], group["differentiable"], f"param_groups[{g}]: ")
+        check_torch_flags(
+            group["foreach"], group["capturable"], group["differentiable"], f"param_groups[{g}]: "
+        )
         lr = _number(group["lr"])
         beta1, beta2 = (_number(b) for b in group["betas"])
         buckets: dict[tuple, list] = {}
@@ -302,19 +302,6 @@ class _TensorName(_ParamName):
         return (
             f"param_groups[{self.group}]['params'][{self.index}] "
             f"(tensor of shape {tuple(p.shape)}, {p.dtype}, on {p.device})"
-        )
-
-
-def _check_flags(capturable, differentiable, where: str) -> None:
-    if differentiable:
-        raise ValueError(
-            f"{where}differentiable=True is not supported: nadam_ref updates tensors in place "
-            "outside autograd; use torch.optim.NAdam to differentiate through a step"
-        )
-    if capturable:
-        raise ValueError(
-            f"{where}capturable=True is not supported: nadam_ref's step reads its scalars on "
-            "the host and cannot be captured in a CUDA graph"
         )
 
 
