@@ -26,6 +26,7 @@ _LAZY = {
 #: (``nadam_ref.golden.load(...)``), imported when first used, so that importing
 #: the package stays cheap (no SciPy, Numba, mpmath or torch until needed).
 SUBMODULES = (
+    "backend",
     "backend_cuda",
     "backend_numba",
     "backend_numpy",
@@ -37,6 +38,7 @@ SUBMODULES = (
     "keras",
     "optimize",
     "optimizer",
+    "profiles",
     "schedule",
     "torch_interop",
 )
