@@ -212,10 +212,13 @@ def plan_step(
     parameter or state array holds one, before anything is updated.
     """
     module = contract.get(backend)
-    try:
-        _ARITHMETIC.bind(0, 0, dtype=None, **arithmetic)
-    except TypeError as error:
-        raise TypeError(f"plan_step: {error}") from None
+    # (set arithmetic, not inspect's bind: this runs every step)
+    unknown, missing = arithmetic.keys() - _ARITHMETIC, _REQUIRED - arithmetic.keys()
+    if unknown or missing:
+        raise TypeError(
+            f"plan_step: unknown arithmetic options {sorted(unknown)}" if unknown
+            else f"plan_step: missing the arithmetic options {sorted(missing)}"
+        )  # fmt: skip
     check_hyperparameters(
         arithmetic["lr"],
         (arithmetic["beta1"], arithmetic["beta2"]),
@@ -266,8 +269,10 @@ def plan_step(
     return plan
 
 
-#: The signature :func:`plan_step` checks its arithmetic keywords against.
-_ARITHMETIC = inspect.signature(step_coefficients)
+#: The arithmetic keywords :func:`plan_step` takes (those of step_coefficients), and the required ones.
+_PARAMETERS = inspect.signature(step_coefficients).parameters
+_ARITHMETIC = frozenset(_PARAMETERS) - {"step", "mu_product", "dtype"}
+_REQUIRED = frozenset(k for k in _ARITHMETIC if _PARAMETERS[k].default is inspect.Parameter.empty)
 
 
 def nadam(
