@@ -335,7 +335,7 @@ class NAdam:
             raise ValueError(f"{where}: {error}") from None
 
     def _options(self, group: dict, index: int, dtype: np.dtype) -> dict:
-        """plan_step's arithmetic for parameters of ``dtype`` in ``group``
+        """plan_step's arithmetic for parameters of (real) ``dtype`` in ``group``
         (kept per group options and dtype: a step asks for it every time)."""
         key = (tuple(repr(group[k]) for k in GROUP_OPTIONS), dtype)
         options = self._plan_options.get(key)
@@ -386,13 +386,18 @@ class NAdam:
             self._check_group(group, g)
             live = [(i, p) for i, p in enumerate(group["params"]) if p.grad is not None]
             # One plan per set of arithmetic options (a profile may compute in each dtype).
-            batches: dict[np.dtype, tuple[dict, list]] = {}
+            # A complex parameter is updated as its real view: it shares the real dtype's plan.
+            by_dtype: dict[np.dtype, list] = {}
+            batches: dict[int, tuple[dict, list]] = {}
             for i, p in live:
-                batch = batches.get(p.data.dtype)
+                batch = by_dtype.get(p.data.dtype)
                 if batch is None:
-                    dtype = np.dtype(p.data.dtype)
-                    batch = batches[dtype] = (self._options(group, g, dtype), [])
-                batch[1].append((i, p))
+                    real = np.zeros(0, p.data.dtype).real.dtype
+                    options = self._options(group, g, real)
+                    batch = by_dtype[p.data.dtype] = batches.setdefault(id(options), (options, []))[
+                        1
+                    ]
+                batch.append((i, p))
             for options, batch in batches.values():
                 states = [
                     self.state.get(p) or self._fresh_state(backend, p, options) for _, p in batch
