@@ -69,7 +69,9 @@ tolerance bound runs beside its kernel, so memory grows with the recorded
 steps, not with the steps run.
 
 Measured (benchmarks/bench_oracle.py, a shared 2-core machine): the mpmath
-oracle about 4e3 element-steps/s, this one about 1e6 to 3e6 per process.
+oracle 2.5e3 to 4.5e3 element-steps/s, this one 5e5 to 3e6 per process (170
+to 600 times faster in the same run); 1e8 element-steps of float32 in 46 s on
+2 workers.
 """
 
 from __future__ import annotations
