@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from . import functional
+from . import functional, profiles
 from .optimizer import TORCH_ONLY_OPTIONS, _ParamName, check_torch_flags
 
 try:
@@ -87,12 +87,14 @@ class NAdam(_Optimizer):
         capturable, differentiable: must be False (ValueError otherwise):
             the kernels update tensors in place outside autograd and outside
             CUDA graphs.
-        profile: ``"torch"`` (default) keeps ``step`` and ``mu_product`` as
+        profile: the arithmetic is that of :mod:`nadam_ref.profiles`' ``torch``
+            profile.  ``"torch"`` (default) keeps ``step`` and ``mu_product`` as
             torch does (float32 tensors, or the dtype torch's own
             ``load_state_dict`` gave them) and so reproduces torch.optim.NAdam:
             within 2e-6 in float32 and 1e-14 in float64 over hundreds of steps
             (tests/test_torch_optimizer.py).  ``"reference"`` keeps them in
-            float64.
+            float64 (the profile's ``scalar_state="float64"``, the reference
+            that ``nadam_ref.NAdam(profile=None)`` computes).
         backend: None (default) picks by device: ``"numba"`` for CPU tensors,
             ``"cuda"`` for CUDA tensors.  ``"numpy"`` runs the readable NumPy
             reference on CPU tensors (the same bits as ``"numba"``).
@@ -193,9 +195,27 @@ class NAdam(_Optimizer):
             scalar_dtype = (
                 np.float64 if self.profile == "reference" else _numpy_dtype(state["mu_product"])
             )
-            buckets.setdefault((backend, scalar_dtype), []).append((name, p, state))
+            key = (backend, scalar_dtype, _numpy_dtype(p))
+            buckets.setdefault(key, []).append((name, p, state))
+        # The arithmetic is the torch profile's, with step and ∏μ in scalar_dtype.
+        torch_profile = profiles.get("torch")
+        hp = torch_profile.hyperparameters(
+            dict(
+                lr=lr,
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                momentum_decay=group["momentum_decay"],
+                decoupled_weight_decay=bool(group["decoupled_weight_decay"]),
+                maximize=bool(group["maximize"]),
+            )
+        )
         plans = []
-        for (backend, scalar_dtype), items in buckets.items():
+        for (backend, scalar_dtype, dtype), items in buckets.items():
+            options = torch_profile.plan_options(
+                hp, dtype, {"scalar_state": np.dtype(scalar_dtype).name}
+            )
             view = _host_view if backend != "cuda" else _device_view
             kept = [self._kept_views(view, name, p, s) for name, p, s in items]
             plan = functional.plan_step(
@@ -205,17 +225,9 @@ class NAdam(_Optimizer):
                 [k[2] for k in kept],
                 [s["step"].item() for _, _, s in items],
                 [s["mu_product"].item() for _, _, s in items],
-                lr=lr,
-                beta1=beta1,
-                beta2=beta2,
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                momentum_decay=group["momentum_decay"],
-                decoupled_weight_decay=bool(group["decoupled_weight_decay"]),
-                maximize=bool(group["maximize"]),
-                scalar_dtype=scalar_dtype,
                 backend=backend,
                 names=[name for name, _, _ in items],
+                **options,
             )
             plans.append((plan, [(p, s) for _, p, s in items]))
         return plans
@@ -311,7 +323,8 @@ def _number(x) -> float:
 
 
 def _numpy_dtype(tensor) -> type:
-    return np.float64 if tensor.dtype == torch.float64 else np.float32
+    """float64 for float64 and complex128 tensors, float32 otherwise."""
+    return np.float64 if tensor.dtype in (torch.float64, torch.complex128) else np.float32
 
 
 def _host_view(tensor, what: str, name):
