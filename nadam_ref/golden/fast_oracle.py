@@ -83,8 +83,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from mpmath.libmp import from_float, mpf_sub, round_nearest, to_float
-from numba import njit
 
+from ..backend_numba import _njit  # the disk cache where Numba can write one
 from ..functional import as_real
 from ..schedule import Coefficients
 from . import oracle
@@ -132,20 +132,20 @@ _SHRINK = 1.0 - 2.0**-50
 # -- double-double arithmetic (pairs h + l; results exact or within 32u² relative) -------
 
 
-@njit(cache=True)
+@_njit
 def _two_sum(a, b):
     s = a + b
     bb = s - a
     return s, (a - (s - bb)) + (b - bb)
 
 
-@njit(cache=True)
+@_njit
 def _fast_two_sum(a, b):  # |a| ≥ |b|
     s = a + b
     return s, b - (s - a)
 
 
-@njit(cache=True)
+@_njit
 def _two_prod(a, b):  # Dekker's exact product (no FMA), |a|, |b| < 2^996
     p = a * b
     t = 134217729.0 * a
@@ -157,7 +157,7 @@ def _two_prod(a, b):  # Dekker's exact product (no FMA), |a|, |b| < 2^996
     return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
 
 
-@njit(cache=True)
+@_njit
 def _dd_add(xh, xl, yh, yl):  # AccurateDWPlusDW, 3u²
     sh, sl = _two_sum(xh, yh)
     th, tl = _two_sum(xl, yl)
@@ -167,14 +167,14 @@ def _dd_add(xh, xl, yh, yl):  # AccurateDWPlusDW, 3u²
     return _fast_two_sum(vh, w)
 
 
-@njit(cache=True)
+@_njit
 def _dd_mul(xh, xl, yh, yl):  # DWTimesDW1, 7u²
     ch, cl1 = _two_prod(xh, yh)
     cl2 = xh * yl + xl * yh
     return _fast_two_sum(ch, cl1 + cl2)
 
 
-@njit(cache=True)
+@_njit
 def _dd_div(xh, xl, yh, yl, inv):
     # q1 ≈ x/y (inv = 1/yh), then one correction from the residual x − q1·y.
     q1 = xh * inv
@@ -183,7 +183,7 @@ def _dd_div(xh, xl, yh, yl, inv):
     return _fast_two_sum(q1, rh * inv)
 
 
-@njit(cache=True)
+@_njit
 def _dd_sqrt(xh, xl, inv):
     # q = √xh (inv = 1/q), then one Newton correction (x − q²)/(2q) from the exact q².
     q = math.sqrt(xh)
@@ -195,13 +195,13 @@ def _dd_sqrt(xh, xl, inv):
 # -- the same operations on bounded values (h, l, e) -------------------------------------
 
 
-@njit(cache=True)
+@_njit
 def _in_range(h):
     a = abs(h)
     return a == 0.0 or (a >= _LO and a <= _HI)
 
 
-@njit(cache=True)
+@_njit
 def _add(xh, xl, xe, yh, yl, ye):
     if xe == 0.0 and ye == 0.0:
         return _add_exact(xh, xl, yh, yl)
@@ -210,7 +210,7 @@ def _add(xh, xl, xe, yh, yl, ye):
     return zh, zl, (prop + _EPS_OP * (abs(zh) + prop)) * _FUDGE
 
 
-@njit(cache=True)
+@_njit
 def _add_exact(xh, xl, yh, yl):
     """x + y of exact x, y: AccurateDWPlusDW with its two roundings checked;
     the error bound is 0 when neither rounded (the sum is a double-double)."""
@@ -225,7 +225,7 @@ def _add_exact(xh, xl, yh, yl):
     return zh, zl, _EPS_OP * abs(zh) * _FUDGE
 
 
-@njit(cache=True)
+@_njit
 def _mul(xh, xl, xe, yh, yl, ye):
     if xe == 0.0 and ye == 0.0:
         return _mul_exact(xh, xl, yh, yl)
@@ -234,7 +234,7 @@ def _mul(xh, xl, xe, yh, yl, ye):
     return zh, zl, (prop + _EPS_OP * (abs(zh) + prop)) * _FUDGE
 
 
-@njit(cache=True)
+@_njit
 def _mul_exact(xh, xl, yh, yl):
     """x · y of exact x, y: DWTimesDW1 with its roundings checked (and the
     term xl·yl it drops); the error bound is 0 when the product is exact."""
@@ -249,7 +249,7 @@ def _mul_exact(xh, xl, yh, yl):
     return zh, zl, _EPS_OP * abs(zh) * _FUDGE
 
 
-@njit(cache=True)
+@_njit
 def _div(xh, xl, xe, yh, yl, ye):
     """x/y, and ok = False when |y| is not bounded away from 0."""
     low = (abs(yh) * _SHRINK - ye) * _SHRINK  # ≤ |y| for every y within ye of Y
@@ -265,7 +265,7 @@ def _div(xh, xl, xe, yh, yl, ye):
     return zh, zl, (prop + _EPS_OP * (abs(zh) + prop)) * _FUDGE, True
 
 
-@njit(cache=True)
+@_njit
 def _sqrt(xh, xl, xe):
     if xh == 0.0 and xe == 0.0:
         return 0.0, 0.0, 0.0, True
@@ -281,7 +281,7 @@ def _sqrt(xh, xl, xe):
     return zh, zl, (prop + _EPS_OP * (abs(zh) + prop)) * _FUDGE, True
 
 
-@njit(cache=True)
+@_njit
 def _ufp(a):
     """The unit in the first place of a > 0 (the power of two ≤ a < its double),
     in three operations (Rump, Ogita and Oishi 2008); a < 2^900."""
@@ -289,7 +289,7 @@ def _ufp(a):
     return abs(q - (1.0 - 2.0**-53) * q)
 
 
-@njit(cache=True)
+@_njit
 def _round(h, lo, e, single):
     """Round X = h + lo (error bound e) to float32 (``single``) or float64.
 
@@ -332,7 +332,7 @@ def _round(h, lo, e, single):
     return r, False
 
 
-@njit(cache=True, nogil=True)
+@_njit(nogil=True)
 def _kernel(C, flags, g_in, th, m, v, th64, v64, bad, rec, single):
     """One step of ``nadam_element`` on every element not yet flagged.
 
