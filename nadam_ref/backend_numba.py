@@ -544,7 +544,7 @@ _TYPE, _DATA, _NDIM, _DIMS, _DESCR, _FLAGS = 1, 2, 3, 4, 7, 8
 _C_CONTIGUOUS, _ALIGNED, _WRITEABLE = 0x0001, 0x0100, 0x0400
 
 
-@njit(cache=True)
+@_njit
 def _read_dense(addresses, ndarray_type, descr, itemsize, sizes, bases):
     """Fill the table of n tensors (``sizes``, ``bases``) from the objects at
     ``addresses``: every θ, then every g, every m, every v.  Returns −1 when
