@@ -57,11 +57,11 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
-from numba import carray, njit, prange, set_parallel_chunksize
+from numba import carray, njit, prange, set_parallel_chunksize, typeof
 from numba.core import cgutils, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload, register_jitable
 
-from . import backend_numpy
+from . import backend_numpy, schedule
 from .element import nadam_element
 from .schedule import Coefficients
 
@@ -547,14 +547,16 @@ _C_CONTIGUOUS, _ALIGNED, _WRITEABLE = 0x0001, 0x0100, 0x0400
 @_njit
 def _read_dense(addresses, ndarray_type, descr, itemsize, sizes, bases):
     """Fill the table of n tensors (``sizes``, ``bases``) from the objects at
-    ``addresses``: every θ, then every g, every m, every v.  Returns −1 when
-    all are ndarrays (not subclasses) whose dtype is the object at ``descr``,
-    C-contiguous and aligned, each of its θ's shape, θ, m and v writeable;
-    otherwise the first tensor that is not (the table is then meaningless)."""
+    ``addresses``: every θ, then every g, every m, every v.  Returns the
+    number of elements when all are ndarrays (not subclasses) whose dtype is
+    the object at ``descr``, C-contiguous and aligned, each of its θ's shape,
+    θ, m and v writeable; otherwise −1 − i, i the first tensor that is not
+    (the table is then meaningless)."""
     n = sizes.shape[0]
+    total = 0
     for j in range(4 * n):  # the type first: only an ndarray has the words read below
         if carray(_pointer(addresses[j]), 2, np.int64)[_TYPE] != ndarray_type:
-            return j % n
+            return -1 - j % n
     for i in range(n):
         theta = carray(_pointer(addresses[i]), 9, np.int64)
         nd = theta[_NDIM] & 0xFFFFFFFF
@@ -571,25 +573,60 @@ def _read_dense(addresses, ndarray_type, descr, itemsize, sizes, bases):
                 or obj[_DATA] % itemsize != 0
                 or (obj[_NDIM] & 0xFFFFFFFF) != nd
             ):
-                return i
+                return -1 - i
             other = carray(_pointer(obj[_DIMS]), nd, np.int64)
             for d in range(nd):
                 if other[d] != dims[d]:
-                    return i
+                    return -1 - i
             bases[i, k] = obj[_DATA]
         sizes[i] = size
-    return -1
+        total += size
+    return total
+
+
+class _Direct:
+    """A compiled function called straight, not through Numba's dispatcher,
+    for arguments whose types are those of the first call, always.
+
+    The dispatcher finds the types of every argument on every call (about a
+    microsecond for a tuple of arrays), which is much of what a repeated step
+    of a small problem costs.  The first call goes through it (compiling or
+    loading from the disk cache); then the machine code compiled for those
+    types is called directly.  Where this Numba keeps its compiled code
+    elsewhere, every call goes through the dispatcher."""
+
+    __slots__ = ("dispatcher", "entry")
+
+    def __init__(self, dispatcher):
+        self.dispatcher, self.entry = dispatcher, None
+
+    def __call__(self, *args):
+        if self.entry is not None:
+            return self.entry(*args)
+        result = self.dispatcher(*args)
+        try:
+            self.entry = self.dispatcher.overloads[tuple(map(typeof, args))].entry_point
+        except (AttributeError, KeyError):
+            pass
+        return result
 
 
 class DenseBatch:
     """The table of a batch of n tensors, all four arrays of each dense in C
     order, refilled by :meth:`read` from the arrays themselves each step (the
-    table of the last step's batch is kept: no allocation a step)."""
+    table of the last step's batch is kept: no allocation a step), and the
+    batch's arithmetic (``plan_step``'s options), for :meth:`step`."""
 
-    __slots__ = ("dtype", "itemsize", "arrays", "total")
+    __slots__ = (
+        "dtype", "itemsize", "arrays", "total", "arithmetic", "rules", "state_type", "update",
+    )  # fmt: skip
 
-    def __init__(self, count: int, dtype: np.dtype):
+    def __init__(self, count: int, dtype: np.dtype, arithmetic: dict | None = None):
         self.dtype, self.itemsize = dtype, dtype.itemsize  # dtype held: its id names it
+        if arithmetic is not None:
+            self.arithmetic, self.rules = arithmetic, schedule_rules(arithmetic, dtype)
+            self.state_type = np.dtype(arithmetic["scalar_dtype"]).type
+            self.update = _Direct(_scheduled_update)  # its argument types are this batch's
         self.arrays = (
             np.zeros(count, np.int64),  # sizes
             np.zeros((count, 4), np.int64),  # bases
@@ -608,19 +645,37 @@ class DenseBatch:
         now describes them.  The arrays must stay alive until :meth:`run`."""
         if not _STRUCT_READABLE:
             return False
-        sizes, bases = self.arrays[0], self.arrays[1]
         addresses = np.fromiter(map(id, arrays), np.int64, len(arrays))
-        if _read_dense(addresses, _NDARRAY, id(self.dtype), self.itemsize, sizes, bases) >= 0:
-            return False
-        self.total = int(sizes.sum())
-        return True
+        self.total = _read_table(
+            addresses, _NDARRAY, id(self.dtype), self.itemsize, *self.arrays[:2]
+        )
+        return self.total >= 0
 
     def run(self, coef: Coefficients) -> None:
         """The update of the arrays last read, with ``coef``."""
         _launch(self.arrays, self.total, self.itemsize, coef)
 
+    def step(self, step, mu_product) -> tuple:
+        """The step after the stored (t−1, ∏_{i<t} μ_i), schedule and update
+        in one compiled call, of the arrays last read: returns the new step
+        and ∏μ in the state dtype, as :func:`nadam_ref.schedule.advance` does."""
+        if self.total >= PARALLEL_THRESHOLD:  # the schedule's cost is nothing beside the update's
+            scalars, coef = schedule.step_coefficients(
+                step, mu_product, dtype=self.dtype, **self.arithmetic
+            )
+            self.run(coef)
+            return scalars.step, scalars.mu_product
+        s = self.state_type
+        if type(step) is not s or type(mu_product) is not s:  # the types self.update takes
+            step, mu_product = s(step), s(mu_product)
+        new_step, new_product = self.update(
+            self.arrays, self.itemsize, step, mu_product, self.rules
+        )
+        return s(new_step), s(new_product)
+
 
 _NDARRAY = id(np.ndarray)
+_read_table = _Direct(_read_dense)  # always called with the same argument types
 
 
 def _struct_readable() -> bool:
@@ -638,7 +693,9 @@ def _struct_readable() -> bool:
         batch = DenseBatch(len(good), np.dtype(np.float64))
         sizes, bases = batch.arrays[0], batch.arrays[1]
         addresses = np.array([id(a) for a in good * 4], np.int64)
-        if _read_dense(addresses, _NDARRAY, id(batch.dtype), 8, sizes, bases) != -1:
+        if _read_dense(addresses, _NDARRAY, id(batch.dtype), 8, sizes, bases) != sum(
+            a.size for a in good
+        ):
             return False
         if list(sizes) != [a.size for a in good] or any(
             bases[i, 0] != a.__array_interface__["data"][0] for i, a in enumerate(good[:3])
@@ -652,7 +709,7 @@ def _struct_readable() -> bool:
                 quad[2] = locked
             addresses = np.array([id(a) for a in quad], np.int64)
             one = DenseBatch(1, np.dtype(np.float64))
-            if _read_dense(addresses, _NDARRAY, id(one.dtype), 8, *one.arrays[:2]) != 0:
+            if _read_dense(addresses, _NDARRAY, id(one.dtype), 8, *one.arrays[:2]) != -1:
                 return False
         return True
     except Exception:  # noqa: BLE001 - anything unexpected: do without
@@ -660,3 +717,110 @@ def _struct_readable() -> bool:
 
 
 _STRUCT_READABLE = _struct_readable()
+
+
+# -- the schedule, compiled --------------------------------------------------------------------
+#
+# A step of a small problem costs what its scalars cost: the ~50 scalar operations of the
+# schedule take longer in Python (about 20 µs) than a hand-written NumPy step over small
+# arrays.  So that a repeated step costs a compiled call, Numba compiles the schedule too —
+# the very functions of nadam_ref.schedule, as it compiles nadam_element: the number types
+# they are given (schedule.scalar_type) arrive as Numba's number classes, and the
+# running-product powers of accumulated_powers are multiplied out in a loop.
+
+
+@overload(schedule.scalar_type)
+def _scalar_type(dtype):
+    if isinstance(dtype, types.NumberClass):
+        return lambda dtype: dtype
+    return None
+
+
+@overload(schedule.accumulated_power)
+def _accumulated_power(factor, t, state):
+    # factor^t as the running product the Python function keeps: 1, then t
+    # multiplications, each rounded to the state dtype (O(t): a paddle-profile
+    # step at t = 10^4 spends some 10 µs here).
+    def power(factor, t, state):
+        p = state(1)
+        for _ in range(t):
+            p = state(p * state(factor))
+        return p
+
+    return power
+
+
+for _function in (schedule.momentum_coefficient, schedule.advance, schedule.coefficients):
+    register_jitable(error_model="numpy")(_function)
+
+
+def _number_class(witness):
+    """The scalar type of an empty array's dtype (None for None): how a dtype
+    reaches compiled code (a Numba call types arrays cheaply, classes slowly)."""
+    return None if witness is None else witness.dtype.type
+
+
+@overload(_number_class)
+def _number_class_compiled(witness):
+    if witness is types.none:
+        return lambda witness: None
+    number = {types.float32: np.float32, types.float64: np.float64}.get(witness.dtype)
+    if number is None:
+        return None
+    return lambda witness: number
+
+
+def schedule_rules(arithmetic: dict, dtype: np.dtype) -> tuple:
+    """``plan_step``'s arithmetic options, for parameters of ``dtype``, as
+    :func:`_scheduled_update` takes them: numbers, flags, the 1 − β given
+    (or None) and the dtypes (as empty arrays)."""
+    o = arithmetic
+    schedule.check_momentum_correction(o["momentum_correction"])
+    decay_dtype = o["decay_factor_dtype"]
+    return (
+        (o["lr"], o["beta1"], o["beta2"], o["eps"], o["weight_decay"]),
+        (o["momentum_decay"], o["momentum_base"]),
+        (
+            bool(o["decoupled_weight_decay"]),
+            bool(o["maximize"]),
+            bool(o["split_update"]),
+            bool(o["split_denominator"]),
+            o["momentum_correction"] == "next",
+            bool(o["accumulated_powers"]),
+        ),
+        (o["one_minus_beta1"], o["one_minus_beta2"]),
+        (
+            np.zeros(0, o["compute_dtype"]),
+            np.zeros(0, o["scalar_dtype"]),
+            np.zeros(0, dtype),
+            None if decay_dtype is None else np.zeros(0, decay_dtype),
+        ),
+    )
+
+
+@register_jitable(error_model="numpy")
+def _schedule(step, mu_product, rules):
+    """schedule.step_coefficients, compiled: (scalars, coefficients)."""
+    (lr, beta1, beta2, eps, weight_decay), (momentum_decay, base), flags, given, dtypes = rules
+    decoupled, maximize, split_update, split_denominator, to_next, accumulated = flags
+    compute, state = _number_class(dtypes[0]), _number_class(dtypes[1])
+    param, decay = _number_class(dtypes[2]), _number_class(dtypes[3])
+    scalars = schedule.advance(
+        step, mu_product, beta1, beta2, momentum_decay, compute, state, base, accumulated
+    )
+    correction = "next" if to_next else "current"
+    coef = schedule.coefficients(
+        scalars, lr, beta1, beta2, eps, weight_decay, decoupled, maximize, split_update,
+        split_denominator, correction, given[0], given[1], decay, compute, param,
+    )  # fmt: skip
+    return scalars, coef
+
+
+@_njit(error_model="numpy")
+def _scheduled_update(table, itemsize, step, mu_product, rules):
+    """One step of a table of dense tensors on this thread: the schedule from
+    the stored (t−1, ∏_{i<t} μ_i), then the update; returns the new step and ∏μ."""
+    scalars, coef = _schedule(step, mu_product, rules)
+    sizes, bases, spans, offsets, ndims, shapes, strides = table
+    _update_serial(sizes, itemsize, bases, spans, offsets, ndims, shapes, strides, coef)
+    return scalars.step, scalars.mu_product

@@ -19,7 +19,6 @@ from numpy.typing import DTypeLike
 
 from . import backend as contract
 from . import functional, profiles
-from .schedule import step_coefficients
 
 #: Options a parameter group may override, with torch's defaults.
 GROUP_OPTIONS = (
@@ -729,8 +728,10 @@ class _Repeat:
       and aligned, of its θ's shape, θ, m and v writeable: read from the
       array objects in compiled code (:class:`nadam_ref.backend_numba.DenseBatch`).
 
-    Then every check of the full path passes and its schedule is the one
-    computed here, from the same options by the same function; the update is
+    Then every check of the full path passes, and the step is the full
+    path's: the schedule by the same functions of :mod:`nadam_ref.schedule`
+    (compiled by Numba, with the update, into one call: tests/test_repeated_steps.py
+    checks every profile's bits against the NumPy reference), the update by
     the same compiled pass.  Anything else takes the full path, whose checks
     name what is wrong.
     """
@@ -760,7 +761,7 @@ class _Repeat:
         kept.options = _Repeat._options(opt, group)
         kept.params = list(params)
         kept.arithmetic = opt._options(group, index, dtype)
-        kept.batch = backend_numba.DenseBatch(len(params), dtype)
+        kept.batch = backend_numba.DenseBatch(len(params), dtype, kept.arithmetic)
         kept.step, kept.mu_product = plan.scalars[0].step, plan.scalars[0].mu_product
         return kept
 
@@ -803,22 +804,20 @@ class _Repeat:
         ]
         if not self.batch.read(arrays):  # a gradient None is not an ndarray: refused too
             return None
-        scalars, coef = step_coefficients(
-            self.step, self.mu_product, dtype=self.batch.dtype, **self.arithmetic
-        )
-        return _RepeatedPlan(self, scalars, coef, arrays), None, states
+        return _RepeatedPlan(self, arrays), None, states
 
 
 class _RepeatedPlan:
-    """A repeated group's step, planned: run it, and the group's next step
-    expects the step and ∏μ it stores."""
+    """A repeated group's step, planned: run it (schedule and update in one
+    compiled call: :meth:`nadam_ref.backend_numba.DenseBatch.step`), and the
+    group's next step expects the step and ∏μ it stores."""
 
-    __slots__ = ("kept", "scalars", "coef", "arrays")
+    __slots__ = ("kept", "arrays")
 
-    def __init__(self, kept: _Repeat, scalars, coef, arrays):
-        self.kept, self.scalars, self.coef, self.arrays = kept, scalars, coef, arrays
+    def __init__(self, kept: _Repeat, arrays):
+        self.kept, self.arrays = kept, arrays  # the arrays held alive until the update
 
     def run(self):
-        self.kept.batch.run(self.coef)
-        self.kept.step, self.kept.mu_product = self.scalars.step, self.scalars.mu_product
-        return self.scalars.step, self.scalars.mu_product
+        kept = self.kept
+        kept.step, kept.mu_product = kept.batch.step(kept.step, kept.mu_product)
+        return kept.step, kept.mu_product

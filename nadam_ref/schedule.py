@@ -60,9 +60,7 @@ def scalar_type(dtype):
     return dt.type
 
 
-def momentum_coefficient(
-    t, beta1, momentum_decay, *, base=MOMENTUM_BASE, dtype: DTypeLike = np.float64
-):
+def momentum_coefficient(t, beta1, momentum_decay, base=MOMENTUM_BASE, dtype=np.float64):
     """μ_t = β1 · (1 − ½ · base^(t·ψ)), evaluated in ``dtype``.
 
     With ψ = 0 every μ_t is β1/2; as t·ψ grows μ_t rises towards β1.
@@ -114,7 +112,6 @@ def advance(
     beta1: float,
     beta2: float,
     momentum_decay: float,
-    *,
     compute_dtype: DTypeLike = np.float64,
     state_dtype: DTypeLike = np.float64,
     base: float = MOMENTUM_BASE,
@@ -185,9 +182,16 @@ FLAGS = tuple(name for name, kind in typing.get_type_hints(Coefficients).items()
 MOMENTUM_CORRECTIONS = ("next", "current")
 
 
+def check_momentum_correction(momentum_correction: str) -> None:
+    """ValueError unless ``momentum_correction`` is one of :data:`MOMENTUM_CORRECTIONS`."""
+    if momentum_correction not in MOMENTUM_CORRECTIONS:
+        raise ValueError(
+            f"momentum_correction must be one of {MOMENTUM_CORRECTIONS}, got {momentum_correction!r}"
+        )
+
+
 def coefficients(
     scalars: StepScalars,
-    *,
     lr: float,
     beta1: float,
     beta2: float,
@@ -223,19 +227,16 @@ def coefficients(
     ``decay_factor_dtype``: the dtype 1 − γλ is computed in (Keras 3:
     float32), if not the compute dtype.
     """
-    if momentum_correction not in MOMENTUM_CORRECTIONS:
-        raise ValueError(
-            f"momentum_correction must be one of {MOMENTUM_CORRECTIONS}, got {momentum_correction!r}"
-        )
     f = scalar_type(compute_dtype)
     a = scalar_type(dtype)
     one = f(1)
     lr_f, beta1, beta2, lam = f(lr), f(beta1), f(beta2), f(weight_decay)
     mu, mu_next = f(scalars.mu), f(scalars.mu_next)
     one_minus_product = one - f(scalars.mu_product)
-    momentum_denominator = (
-        one - f(scalars.mu_product_next) if momentum_correction == "next" else one_minus_product
-    )
+    if momentum_correction == "next":
+        momentum_denominator = one - f(scalars.mu_product_next)
+    else:
+        momentum_denominator = one_minus_product
     if decoupled_weight_decay:
         if decay_factor_dtype is None:
             decay_factor = one - lr_f * lam
@@ -245,14 +246,21 @@ def coefficients(
     else:
         decay_factor = one
     bias_correction2 = f(scalars.bias_correction2)
+    # (each value first, then the tuple: Numba compiles this function too)
+    if one_minus_beta1 is None:
+        one_minus_beta1 = one - beta1
+    if one_minus_beta2 is None:
+        one_minus_beta2 = one - beta2
+    if decoupled_weight_decay:
+        lam = f(0)  # no L2 term
     return Coefficients(
         beta1=a(beta1),
-        one_minus_beta1=a(one - beta1 if one_minus_beta1 is None else one_minus_beta1),
+        one_minus_beta1=a(one_minus_beta1),
         beta2=a(beta2),
-        one_minus_beta2=a(one - beta2 if one_minus_beta2 is None else one_minus_beta2),
+        one_minus_beta2=a(one_minus_beta2),
         lr=a(lr_f),
         eps=a(eps),
-        weight_decay=a(0 if decoupled_weight_decay else lam),
+        weight_decay=a(lam),
         decay_factor=a(decay_factor),
         momentum_weight=a(mu_next / momentum_denominator),
         grad_weight=a((one - mu) / one_minus_product),
@@ -301,6 +309,7 @@ def step_coefficients(
     may change the values the coefficients are computed from (the golden
     diagnosis replays ports' mistakes so); the scalars returned are the
     schedule's own."""
+    check_momentum_correction(momentum_correction)
     scalars = advance(
         step,
         mu_product,

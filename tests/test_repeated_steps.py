@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nadam_ref import NAdam, Parameter
+from nadam_ref import NAdam, Parameter, profiles
 from nadam_ref.functional import NonFiniteError
 
 RNG = np.random.default_rng(16)
@@ -390,3 +390,39 @@ def test_lr_edit_between_steps_matches_a_hand_derived_second_step():
         m_hat = mu[t] * m / (1 - prod * mu[t]) + (1 - mu[t - 1]) * g / (1 - prod)
         theta -= lr * m_hat / (np.sqrt(v / (1 - b2**t)) + eps)
         assert x[0] == pytest.approx(theta, rel=1e-14)
+
+
+# -- the compiled schedule -----------------------------------------------------------------------
+#
+# A repeated step computes its schedule in compiled code (nadam_ref.backend_numba, the same
+# functions of nadam_ref.schedule compiled by Numba); the full path computes it in Python with
+# NumPy scalars.  Every profile's rules, with each option the profile allows, must give the
+# reference's bits, also far into a run (large t: the powers 0.96^(tψ) and β2^t).
+
+_PROFILE_OPTIONS = (
+    {},
+    {"weight_decay": 0.25},
+    {"weight_decay": 0.25, "decoupled_weight_decay": True},
+    {"maximize": True},
+    {"lr": 0.5, "betas": (0.5, 0.75), "eps": 1e-3},
+)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("profile", [None, *profiles.PROFILES])
+def test_every_profile_repeated_gives_the_reference_bits(profile, dtype):
+    ran = 0
+    for options in _PROFILE_OPTIONS:
+        try:
+            twins = Twins(dtype=dtype, profile=profile, **options)
+        except ValueError:  # an option this profile's framework lacks
+            continue
+        twins.step(6)
+        state = twins.opts[1].state_dict()
+        for entry in state["state"].values():  # far into a run, as a loaded state
+            entry["step"] = entry["step"] * 0 + 123_456
+            entry["mu_product"] = entry["mu_product"] * 0 + 1e-30
+        twins.each(lambda opt, params, state=state: opt.load_state_dict(state))
+        twins.step(4)
+        ran += 1
+    assert ran >= 2
