@@ -85,7 +85,7 @@ def minimize(
     finite_diff_method: str | None = None,
     finite_diff_rel_step: float | ArrayLike | None = None,
     scalar_dtype: DTypeLike = np.float64,
-    backend: str = "numpy",
+    backend: str = "numba",
     **unknown_options: Any,
 ) -> OptimizeResult:
     r"""Minimize ``fun(x, *args)`` with NAdam, as a ``scipy.optimize`` method.
@@ -158,7 +158,8 @@ def minimize(
         finite_diff_rel_step: the relative step of finite differences
             (SciPy's default when None).
         scalar_dtype: dtype of NAdam's step count and ∏μ (see NAdam).
-        backend: NAdam's backend, ``"numpy"``, ``"numba"`` or ``"cuda"``.
+        backend: NAdam's backend: ``"numba"`` (the default, as NAdam's), ``"numpy"``
+            or ``"cuda"``; the same bits on each.
 
     Returns:
         An OptimizeResult with ``x`` (the last iterate), ``fun``, ``jac``
@@ -253,6 +254,7 @@ def minimize(
         return res
 
     nit = 0
+    again = None  # the optimizer's repeated step, once it has one
     try:
         f, g = objective(x)
         if not math.isfinite(f):
@@ -270,10 +272,15 @@ def minimize(
             if nit >= maxiter:
                 return result(x, f, g, MAXITER, "Maximum number of iterations has been exceeded.")
             x_previous, f_previous = x.copy(), f
-            param.grad = device.grad(g, param.data)
-            if schedule is not None:
-                optimizer.param_groups[0]["lr"] = _scheduled_lr(schedule, nit + 1)
-            optimizer.step()
+            # Planned once: with a fixed lr every step after the first is the
+            # repeated one (nothing but the gradient changes), unless g is not
+            # an array it takes as it is.
+            if again is None or not again(g):
+                param.grad = device.grad(g, param.data)
+                if schedule is not None:
+                    optimizer.param_groups[0]["lr"] = _scheduled_lr(schedule, nit + 1)
+                optimizer.step()
+                again = optimizer._repeater() if schedule is None else None
             nit += 1
             x = device.read(param)
             if box is not None and device.project(param, x, box):
@@ -299,11 +306,15 @@ def minimize(
             f, g = f_new, g_new
             if allvecs is not None:
                 allvecs.append(x.copy())
-            if not np.isfinite(g).all():
+            gnorm = _norm(_projected(x, g + l2 * x if l2 else g, box), norm)
+            # Without bounds a norm of order ≥ 1 is finite only if g is: one pass, not two.
+            if (
+                not (box is None and norm >= 1 and math.isfinite(gnorm))
+                and not np.isfinite(g).all()
+            ):
                 return result(
                     x, f, g, NONFINITE, f"The gradient became non-finite at iteration {nit}."
                 )
-            gnorm = _norm(_projected(x, g + l2 * x if l2 else g, box), norm)
             display.update(nit, f, gnorm)
             try:
                 call_back(x, f, g, nit)

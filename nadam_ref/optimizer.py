@@ -429,6 +429,35 @@ class NAdam:
                 self.state[p] = s
         return loss
 
+    def _repeater(self) -> Callable[[Any], bool] | None:
+        """After a step of an optimizer of one parameter, its next steps, for a
+        caller that alone holds the optimizer and changes nothing but the
+        gradient between steps (:func:`nadam_ref.minimize`: planned once per
+        run).  ``again(grad)`` sets the parameter's gradient and takes the
+        step :meth:`step` would take, if ``grad`` is an array that step reads
+        as it is (an ndarray of θ's dtype and shape, dense), and says whether
+        it did; if not, nothing has changed, and :meth:`step` (whose checks
+        name what is wrong) is the way on.  None if the last step left
+        nothing to repeat (see :class:`_Repeat`)."""
+        kept = self._repeats.get(id(self.param_groups[0])) if len(self.param_groups) == 1 else None
+        if kept is None or len(kept.params) != 1:
+            return None
+        p = kept.params[0]
+        state = self.state[p]
+        arrays = [p.data, None, state["exp_avg"], state["exp_avg_sq"]]
+        batch = kept.batch
+
+        def again(grad) -> bool:
+            arrays[1] = grad
+            if not batch.read(arrays):
+                return False
+            p.grad = grad
+            kept.step, kept.mu_product = batch.step(kept.step, kept.mu_product)
+            state["step"], state["mu_product"] = kept.step, kept.mu_product
+            return True
+
+        return again
+
     @staticmethod
     def _fresh_state(backend, p: Parameter, options: dict) -> dict[str, Any]:
         one = np.dtype(options["scalar_dtype"]).type

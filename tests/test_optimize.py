@@ -318,15 +318,22 @@ def test_other_backends_give_the_same_trajectory(backend):
         getattr(module, "require_device", lambda: None)()
     except (ImportError, RuntimeError) as error:
         pytest.skip(f"backend {backend!r} unavailable here: {error}")
-    x0 = np.array([-1.2, 1.0, 0.5])
     bounds = [(-2.0, 0.7), (-1.0, 0.45), (None, None)]
-    options = dict(jac=rosen_der, lr=0.05, maxiter=60, gtol=0, bounds=bounds, return_all=True)
-    reference = minimize(rosen, x0, **options)
-    res = minimize(rosen, x0, backend=backend, **options)
-    assert res.nit == reference.nit == 60
-    for k, (a, b) in enumerate(zip(res.allvecs, reference.allvecs)):
-        assert np.array_equal(a, b), f"iterate {k} differs"
-    assert max(x[1] for x in res.allvecs) == 0.45  # the projection was exercised
+    # With and without bounds, float64 and float32, a fixed lr (on Numba every step
+    # after the first is the repeated one, planned once) and a schedule (full steps).
+    for dtype, box, lr in (
+        (np.float64, bounds, 0.05),
+        (np.float32, None, 0.05),
+        (np.float64, None, lambda k: 0.05 / k**0.5),
+    ):
+        x0 = np.array([-1.2, 1.0, 0.5], dtype)
+        options = dict(jac=rosen_der, lr=lr, maxiter=60, gtol=0, bounds=box, return_all=True)
+        reference = minimize(rosen, x0, backend="numpy", **options)
+        res = minimize(rosen, x0, backend=backend, **options)
+        assert res.nit == reference.nit == 60
+        for k, (a, b) in enumerate(zip(res.allvecs, reference.allvecs)):
+            assert a.dtype == dtype and np.array_equal(a, b), f"iterate {k} differs"
+        assert box is None or max(x[1] for x in res.allvecs) == 0.45  # the projection ran
 
 
 # -- counting -------------------------------------------------------------------------------

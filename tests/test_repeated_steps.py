@@ -426,3 +426,39 @@ def test_every_profile_repeated_gives_the_reference_bits(profile, dtype):
         twins.step(4)
         ran += 1
     assert ran >= 2
+
+
+# -- minimize's repeated step (NAdam._repeater) ----------------------------------------------------
+
+
+def test_the_repeater_takes_the_steps_step_would_and_refuses_what_it_cannot_read():
+    """``again(grad)`` steps as step() does, and refuses (changing nothing) a gradient
+    it cannot take as it is; step() then gives the reference's bits or its error."""
+    twins = Twins(shapes=((5,),))
+    twins.step(2)
+    ours, ref = twins.opts
+    again = ours._repeater()
+    assert again is not None
+    p, q = twins.params[0][0], twins.params[1][0]
+    for _ in range(3):
+        g = _random((5,), np.float64)
+        assert again(g.copy())
+        q.grad = g.copy()
+        ref.step()
+        twins.same()
+    refused = (
+        _random((10,), np.float64)[::2],  # strided
+        _random((5,), np.float32),  # another dtype
+        _random((1, 5), np.float64),  # another shape
+        list(_random((5,), np.float64)),  # not an array
+    )
+    for g in refused:
+        before = _snapshot(ours, [p])
+        assert not again(g)
+        for a, b in zip(before, _snapshot(ours, [p])):
+            _bits_equal(a, b)
+        twins.each(lambda opt, params, g=g: setattr(params[0], "grad", g))
+        if isinstance(g, np.ndarray) and g.shape == (5,) and g.dtype == np.float64:
+            twins.step(new_grads=False)  # the full path takes a strided gradient
+        else:
+            twins.fails_alike((TypeError, ValueError), "gradient of")
