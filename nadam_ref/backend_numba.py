@@ -623,10 +623,6 @@ class DenseBatch:
 
     def __init__(self, count: int, dtype: np.dtype, arithmetic: dict | None = None):
         self.dtype, self.itemsize = dtype, dtype.itemsize  # dtype held: its id names it
-        if arithmetic is not None:
-            self.arithmetic, self.rules = arithmetic, schedule_rules(arithmetic, dtype)
-            self.state_type = np.dtype(arithmetic["scalar_dtype"]).type
-            self.update = _Direct(_scheduled_update)  # its argument types are this batch's
         self.arrays = (
             np.zeros(count, np.int64),  # sizes
             np.zeros((count, 4), np.int64),  # bases
@@ -637,6 +633,18 @@ class DenseBatch:
             np.zeros((count, 4, 1), np.int64),  # strides
         )
         self.total = 0
+        if arithmetic is not None:
+            self.use(arithmetic)
+            self.update = _Direct(_scheduled_update)  # its argument types are this batch's
+
+    def use(self, arithmetic: dict) -> None:
+        """Step with ``arithmetic`` (``plan_step``'s options) from now on: the
+        profile's of the first, with other values (a scheduled learning rate)."""
+        rules = schedule_rules(arithmetic, self.dtype)
+        if hasattr(self, "rules") and _kinds(rules) != _kinds(self.rules):
+            raise ValueError("a batch's arithmetic may change its values, not its kinds")
+        self.arithmetic, self.rules = arithmetic, rules
+        self.state_type = np.dtype(arithmetic["scalar_dtype"]).type
 
     def read(self, arrays: list) -> bool:
         """Whether ``arrays`` (every θ, then every g, every m, every v) are
@@ -777,9 +785,11 @@ def schedule_rules(arithmetic: dict, dtype: np.dtype) -> tuple:
     o = arithmetic
     schedule.check_momentum_correction(o["momentum_correction"])
     decay_dtype = o["decay_factor_dtype"]
+    # Numbers as floats (exact for any float32 or float64 value), so that the
+    # argument types, and so the compiled code, depend on the profile alone.
     return (
-        (o["lr"], o["beta1"], o["beta2"], o["eps"], o["weight_decay"]),
-        (o["momentum_decay"], o["momentum_base"]),
+        tuple(float(o[k]) for k in ("lr", "beta1", "beta2", "eps", "weight_decay")),
+        (float(o["momentum_decay"]), float(o["momentum_base"])),
         (
             bool(o["decoupled_weight_decay"]),
             bool(o["maximize"]),
@@ -788,13 +798,24 @@ def schedule_rules(arithmetic: dict, dtype: np.dtype) -> tuple:
             o["momentum_correction"] == "next",
             bool(o["accumulated_powers"]),
         ),
-        (o["one_minus_beta1"], o["one_minus_beta2"]),
+        tuple(
+            None if o[k] is None else float(o[k]) for k in ("one_minus_beta1", "one_minus_beta2")
+        ),
         (
             np.zeros(0, o["compute_dtype"]),
             np.zeros(0, o["scalar_dtype"]),
             np.zeros(0, dtype),
             None if decay_dtype is None else np.zeros(0, decay_dtype),
         ),
+    )
+
+
+def _kinds(rules: tuple) -> tuple:
+    """What the compiled code is specialised on: which values are None, and the dtypes."""
+    return (
+        rules[3][0] is None,
+        rules[3][1] is None,
+        *(w if w is None else w.dtype for w in rules[4]),
     )
 
 

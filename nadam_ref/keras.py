@@ -68,6 +68,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import operator
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -257,6 +258,11 @@ class Nadam:
                 decay_factor_dtype=profiles.get("keras3").decay_factor_dtype,
             )
         self._hyperparameters()  # what the profile does not allow fails here
+        #: (this step's lr, dtype) → plan_step's arithmetic options, as the profile gives
+        #: them (emptied when a hyperparameter is set): a step asks for them every time
+        self._plan_options: dict[tuple, dict] = {}
+        #: what the last step checked, for the next (see :class:`_Repeat`)
+        self._repeat: _Repeat | None = None
         functional.get_backend(backend)
         self._backend = backend
         # State, in optimizer_v2's creation order: iterations, momentum cache, then slots.
@@ -293,6 +299,8 @@ class Nadam:
             trial["decay"],
         )
         self._hyper[key] = value
+        self._plan_options.clear()  # computed from the old value
+        self._repeat = None
 
     learning_rate = property(
         lambda self: self._hyper["learning_rate"],
@@ -489,6 +497,14 @@ class Nadam:
         """
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a string or None, got {name!r}")
+        if not isinstance(grads_and_vars, (list, tuple, np.ndarray, Parameter, str, bytes, dict)):
+            try:  # a zip or generator is read once: both paths below see the list
+                grads_and_vars = list(grads_and_vars)
+            except TypeError:
+                pass  # _parse_pairs says what is wrong
+        if self._repeat is not None and self._repeat.step(self, grads_and_vars):
+            return self.iterations
+        self._repeat = None
         pairs = _parse_pairs(grads_and_vars)
         if not pairs:
             return self.iterations
@@ -518,27 +534,11 @@ class Nadam:
             self._slots.get(id(v)) or {n: np.zeros_like(_data(v)) for n in SLOT_NAMES}
             for v in variables
         ]
-        learning_rate = self._hyper["learning_rate"]
-        scheduled = callable(learning_rate)
-        if scheduled:
-            learning_rate = _learning_rate_value(
-                learning_rate, int(self._iterations), self._schedule
-            )
-            # A schedule's value is cast to each variable's dtype, not held in the
-            # float32 variable the profile's lr rounding stands for.
-            profile = dataclasses.replace(
-                self._profile, float32=tuple(k for k in self._profile.float32 if k != "lr")
-            )
-        else:
-            profile = self._profile
+        learning_rate = self._learning_rate()
         plans, new_cache = [], None
         for dtype in _unique_dtypes(variables):
             idx = [i for i, v in enumerate(variables) if _data(v).dtype == dtype]
-            lr = float(dtype.type(learning_rate)) if scheduled else None
-            options = profile.plan_options(self._hyperparameters(lr), dtype)
-            if self._schedule == "keras3":
-                # One shared u_product, a variable of the first variable's dtype.
-                options["scalar_dtype"] = cache_dtype
+            options = self._options(learning_rate, dtype, cache_dtype)
             plan = functional.plan_step(
                 [_data(variables[i]) for i in idx],
                 [grads[i] for i in idx],
@@ -547,7 +547,7 @@ class Nadam:
                 [self._iterations[()]] * len(idx),
                 [cache_value] * len(idx),
                 backend=self._backend,
-                names=[_describe(variables[i]) for i in idx],
+                names=[_Described(variables[i]) for i in idx],
                 **options,
             )
             plans.append(plan)
@@ -565,7 +565,38 @@ class Nadam:
         if new_cache is not None:
             self._momentum_cache[...] = new_cache
         self._iterations += 1
+        self._repeat = _Repeat.after(self, pairs, plans, cache_dtype)
         return self.iterations
+
+    def _learning_rate(self) -> float | None:
+        """This step's value of a scheduled learning rate (None if it is a number)."""
+        learning_rate = self._hyper["learning_rate"]
+        if not callable(learning_rate):
+            return None
+        return _learning_rate_value(learning_rate, int(self._iterations), self._schedule)
+
+    def _options(self, learning_rate: float | None, dtype: np.dtype, cache_dtype) -> dict:
+        """plan_step's arithmetic for variables of ``dtype`` this step (kept per
+        lr and dtype: a step asks for it every time)."""
+        lr = None if learning_rate is None else float(dtype.type(learning_rate))
+        key = (lr, dtype, cache_dtype)
+        options = self._plan_options.get(key)
+        if options is None:
+            profile = self._profile
+            if lr is not None:
+                # A schedule's value is cast to each variable's dtype, not held in the
+                # float32 variable the profile's lr rounding stands for.
+                profile = dataclasses.replace(
+                    profile, float32=tuple(k for k in profile.float32 if k != "lr")
+                )
+            options = profile.plan_options(self._hyperparameters(lr), dtype)
+            if self._schedule == "keras3":
+                # One shared u_product, a variable of the first variable's dtype.
+                options["scalar_dtype"] = cache_dtype
+            if len(self._plan_options) > 64:  # a schedule's lr: a new value each step
+                self._plan_options.clear()
+            self._plan_options[key] = options
+        return options
 
     def _hyperparameters(self, lr: float | None = None) -> dict:
         """The hyperparameters in the profile's (torch) vocabulary, checked by
@@ -723,6 +754,93 @@ class Nadam:
         return f"Nadam(name={self._name!r}, schedule={self._schedule!r}, {options}, iterations={self.iterations})"
 
 
+# -- a step like the last one --------------------------------------------------------------------
+
+_REPEATABLE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class _Repeat:
+    """What a full step checked, kept so that the next step over the same
+    variables can tell, cheaply and exactly, that its inputs are the ones
+    checked, and skip the checks (as :class:`nadam_ref.optimizer.NAdam`'s
+    steps do: :class:`nadam_ref.optimizer._Repeat`).
+
+    Kept on the ``"numba"`` backend, without gradient clipping, when every
+    pair had a gradient and the variables share one dtype, float32 or
+    float64 (with the legacy schedule, the momentum cache's).  The next
+    step's inputs are the ones checked when
+
+    * no hyperparameter was set since (setting one forgets this object);
+    * ``grads_and_vars`` is a list or tuple of as many (gradient, variable)
+      tuples or lists, the variables the very objects of that step, in order;
+    * every variable's array (a Parameter's data as it is now), gradient and
+      slot is exactly a NumPy array of the dtype, C-contiguous and aligned,
+      of its variable's shape, variables and slots writeable: read in
+      compiled code (:class:`nadam_ref.backend_numba.DenseBatch`).
+
+    The slots and the two state arrays are never replaced once made, only
+    written in place.  The step is then the full path's: schedule and update
+    by the same functions, compiled into one call.  Anything else takes the
+    full path, whose checks name what is wrong.
+    """
+
+    __slots__ = ("variables", "slots", "batch", "options", "dtype", "cache_dtype")
+
+    @classmethod
+    def after(cls, opt: Nadam, pairs: list, plans: list, cache_dtype) -> _Repeat | None:
+        """What the full step just taken (of ``pairs``) lets the next skip, or None."""
+        if (
+            opt._backend != "numba"
+            or len(plans) != 1
+            or any(g is None for g, _ in pairs)
+            or opt._clipnorm or opt._clipvalue or opt._global_clipnorm
+        ):  # fmt: skip
+            return None
+        variables = [v for _, v in pairs]
+        dtype = _data(variables[0]).dtype
+        if dtype not in _REPEATABLE_DTYPES or (opt._schedule == "legacy" and dtype != cache_dtype):
+            return None
+        from . import backend_numba  # imported by the step: its backend
+
+        kept = cls()
+        kept.variables, kept.dtype, kept.cache_dtype = variables, dtype, cache_dtype
+        slots = [opt._slots[id(v)] for v in variables]
+        kept.slots = [s["m"] for s in slots] + [s["v"] for s in slots]
+        kept.options = opt._options(opt._learning_rate(), dtype, cache_dtype)
+        kept.batch = backend_numba.DenseBatch(len(variables), dtype, kept.options)
+        return kept
+
+    def step(self, opt: Nadam, items) -> bool:
+        """Take this step of ``items`` (``grads_and_vars``) if its inputs are
+        the ones checked, and say whether it did (if not, nothing changed)."""
+        variables = self.variables
+        if (
+            type(items) not in (list, tuple)
+            or len(items) != len(variables)
+            or not all(map(_is_pair, items))
+            or not all(map(operator.is_, map(_VARIABLE, items), variables))
+        ):
+            return False
+        arrays = [*map(_data, variables), *map(_GRADIENT, items), *self.slots]
+        if not self.batch.read(arrays):
+            return False
+        options = opt._options(opt._learning_rate(), self.dtype, self.cache_dtype)
+        if options is not self.options:  # a scheduled learning rate's new value
+            self.options = options
+            self.batch.use(options)
+        _, mu_product = self.batch.step(opt._iterations[()], opt._momentum_cache[()])
+        opt._momentum_cache[...] = mu_product
+        opt._iterations += 1
+        return True
+
+
+_GRADIENT, _VARIABLE = operator.itemgetter(0), operator.itemgetter(1)
+
+
+def _is_pair(item) -> bool:
+    return type(item) in (tuple, list) and len(item) == 2
+
+
 # -- helpers -----------------------------------------------------------------------------------------
 
 
@@ -801,10 +919,22 @@ def _as_gradient(grad, var, i: int) -> np.ndarray:
         raise TypeError(
             f"the gradient of grads_and_vars[{i}] has dtype {grad.dtype}; a float array is needed"
         )
-    functional.check_grad(
-        functional.get_backend("numpy"), data, grad, f"grads_and_vars[{i}] ({_describe(var)})"
-    )
+    functional.check_grad(functional.get_backend("numpy"), data, grad, _Described(var, i))
     return grad
+
+
+class _Described:
+    """A variable's name in error messages, ``grads_and_vars[i] (ndarray(shape=…, dtype=…))``
+    or without the index, formatted only when one is raised (a step names every variable)."""
+
+    __slots__ = ("var", "index")
+
+    def __init__(self, var, index: int | None = None):
+        self.var, self.index = var, index
+
+    def __str__(self) -> str:
+        described = _describe(self.var)
+        return described if self.index is None else f"grads_and_vars[{self.index}] ({described})"
 
 
 # -- learning-rate schedules ----------------------------------------------------------------------

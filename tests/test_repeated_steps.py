@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nadam_ref import NAdam, Parameter, profiles
+from nadam_ref import NAdam, Parameter, keras, profiles
 from nadam_ref.functional import NonFiniteError
 
 RNG = np.random.default_rng(16)
@@ -462,3 +462,133 @@ def test_the_repeater_takes_the_steps_step_would_and_refuses_what_it_cannot_read
             twins.step(new_grads=False)  # the full path takes a strided gradient
         else:
             twins.fails_alike((TypeError, ValueError), "gradient of")
+
+
+# -- the Keras-style front end ---------------------------------------------------------------------
+
+
+class KerasTwins:
+    """nadam_ref.keras.Nadam on Numba and on the NumPy reference, fed the same
+    gradients and edits; ``step`` passes ``grads_and_vars`` as a zip, as Keras code does."""
+
+    def __init__(self, shapes=((3,), (2, 4)), dtype=np.float32, **options):
+        self.values = _arrays(shapes, dtype)
+        self.vars = [[v.copy() for v in self.values] for _ in range(2)]
+        self.opts = [keras.Nadam(backend=b, **options) for b in ("numba", "numpy")]
+
+    def step(self, steps=1, grads=None):
+        for _ in range(steps):
+            values = grads or [_random(v.shape, v.dtype) for v in self.values]
+            for opt, variables in zip(self.opts, self.vars):
+                opt.apply_gradients(zip([g.copy() for g in values], variables))
+            self.same()
+
+    def same(self):
+        for a, b in zip(*self.vars):
+            _bits_equal(a, b)
+        ours, ref = (opt.get_weights() for opt in self.opts)
+        assert len(ours) == len(ref)
+        for a, b in zip(ours, ref):
+            _bits_equal(a, b)
+
+    def fails_alike(self, pairs_of, error, match):
+        messages = []
+        for opt, variables in zip(self.opts, self.vars):
+            before = [w.copy() for w in opt.get_weights()] + [v.copy() for v in variables]
+            with pytest.raises(error, match=match) as caught:
+                opt.apply_gradients(pairs_of(variables))
+            messages.append(str(caught.value))
+            after = [w.copy() for w in opt.get_weights()] + [v.copy() for v in variables]
+            for a, b in zip(before, after):
+                _bits_equal(a, b)
+        assert messages[0] == messages[1]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "options",
+    [{"schedule": "legacy"}, {"schedule": "keras3"}, {"schedule": "keras3", "weight_decay": 0.1}],
+)
+def test_keras_repeated_steps_give_the_reference_bits(options, dtype):
+    twins = KerasTwins(dtype=dtype, **options)
+    twins.step(5)
+    # far into a run, as loaded weights
+    for opt in twins.opts:
+        weights = opt.get_weights()
+        weights[0] = 123_456
+        opt.set_weights(weights)
+    twins.step(3)
+
+
+def test_keras_a_repeated_step_skips_the_full_checks(monkeypatch):
+    from nadam_ref import functional
+
+    twins = KerasTwins()
+    planned = []
+    full = functional.plan_step
+    monkeypatch.setattr(functional, "plan_step", lambda *a, **k: planned.append(1) or full(*a, **k))
+    twins.step(3)
+    assert len(planned) == 3 + 1  # the NumPy twin plans every step, the Numba one the first
+    for opt in twins.opts:
+        opt.epsilon = 1e-3
+    twins.step(2)
+    assert len(planned) == 4 + 2 + 1  # and the first after the edit
+
+
+def test_keras_a_scheduled_learning_rate_steps_with_each_value(monkeypatch):
+    from nadam_ref import functional
+
+    twins = KerasTwins(learning_rate=lambda step: 1e-2 / (1 + step), schedule="keras3")
+    planned = []
+    full = functional.plan_step
+    monkeypatch.setattr(functional, "plan_step", lambda *a, **k: planned.append(1) or full(*a, **k))
+    twins.step(6)
+    assert len(planned) == 6 + 1  # a new lr each step, and still the repeated step
+    for opt in twins.opts:
+        opt.learning_rate = 0.5  # set between steps: a number again
+    twins.step(2)
+
+
+def test_keras_what_changes_between_steps_takes_the_full_path():
+    twins = KerasTwins(dtype=np.float64)
+    twins.step(2)
+    # a gradient of another dtype, shape, or not an array: the same error, nothing changed
+    for bad, error in (
+        (lambda v: _random(v.shape, np.float32), TypeError),
+        (lambda v: _random((7,), np.float64), ValueError),
+        (lambda v: "x", TypeError),
+    ):
+        twins.fails_alike(
+            lambda variables, bad=bad: [(bad(v), v) for v in variables], error, "grads_and_vars"
+        )
+    twins.step(1)
+    # a strided gradient, a read-only one: the full path takes them, with the same bits
+    base = [_random((2 * v.size,), v.dtype) for v in twins.values]
+    for opt, variables in zip(twins.opts, twins.vars):
+        opt.apply_gradients([(b[::2].reshape(v.shape), v) for b, v in zip(base, variables)])
+    twins.same()
+    # a None gradient, then fewer variables, then a new variable
+    for opt, variables in zip(twins.opts, twins.vars):
+        opt.apply_gradients([(None, variables[0]), (np.ones_like(variables[1]), variables[1])])
+    twins.same()
+    for opt, variables in zip(twins.opts, twins.vars):
+        opt.apply_gradients([(np.ones_like(variables[1]), variables[1])])
+    twins.same()
+    twins.values.append(_random((4,), np.float64))
+    for variables in twins.vars:
+        variables.append(twins.values[-1].copy())
+    twins.step(2)
+    # a hyperparameter set, weights loaded, a variable made read-only
+    for opt in twins.opts:
+        opt.beta_1 = 0.5
+    twins.step(2)
+    for opt in twins.opts:
+        weights = opt.get_weights()
+        weights[1] = np.float32(0.25) if weights[1].dtype == np.float32 else 0.25
+        opt.set_weights(weights)
+    twins.step(2)
+    for variables in twins.vars:
+        variables[0].flags.writeable = False
+    twins.fails_alike(
+        lambda variables: [(np.ones_like(v), v) for v in variables], ValueError, "read-only"
+    )
