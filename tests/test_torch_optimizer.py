@@ -146,7 +146,14 @@ def test_torch_interop_with_real_scheduler_matches_torch(torch, NAdam, case, dty
     _, _, theta, lrs, version = recorded(case, dtype)
     live, live_lrs = record_schedules.run_torch(case, dtype)
     if torch.__version__.split("+")[0] == version.split("+")[0]:
-        assert all(np.array_equal(a, b) for a, b in zip(live, theta))
+        # The same torch gives the recorded bits in float64; in float32 its kernels are
+        # vectorised for the CPU they run on (AVX2, AVX-512), and another CPU rounds
+        # differently: 1–2 ulp (6e-8, 1.2e-7) on an AVX-512 machine against this recording.
+        if dtype == "float64":
+            assert all(np.array_equal(a, b) for a, b in zip(live, theta))
+        else:
+            step, err = worst_step(live, theta)
+            assert err <= 4 * np.finfo(np.float32).eps, f"torch {err:.3g} from its recording"
         assert np.array_equal(live_lrs, lrs)
     ours, our_lrs = record_schedules.run_torch(case, dtype, optimizer=NAdam)
     assert np.array_equal(our_lrs, live_lrs)  # the scheduler drove ours exactly as torch's
