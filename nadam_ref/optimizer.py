@@ -376,7 +376,7 @@ class NAdam:
         repeats = {}
         for g, group in enumerate(self.param_groups):
             kept = self._repeats.get(id(group))
-            again = kept.plan(self, group) if kept is not None else None
+            again = kept.plan(self, g, group) if kept is not None else None
             if again is not None:
                 plans.append(again)
                 repeats[id(group)] = kept
@@ -747,9 +747,12 @@ class _Repeat:
     whose parameters all had a gradient and share one dtype, float32 or
     float64.  The next step's inputs are the same when
 
-    * the group's options, and the optimizer's backend, profile, scalar_dtype
-      and check_finite, are the very objects checked (an edited option is a
-      new object, and the values are immutable: ``betas`` is a tuple);
+    * the group's options (torch's flags too), and the optimizer's backend,
+      profile, scalar_dtype and check_finite, are the very objects checked (an
+      edited option is a new object, and the values are immutable: ``betas``
+      is a tuple) — or only ``lr`` is new, as a learning-rate schedule sets it
+      before every step: the options are then checked as the full path checks
+      them, and the step takes that lr's arithmetic;
     * the group holds the same Parameter objects, each with a gradient and
       its state, and every state holds the step and ∏μ objects the last step
       stored (one pair for the whole group);
@@ -796,25 +799,38 @@ class _Repeat:
 
     @staticmethod
     def _options(opt: NAdam, group: dict) -> list:
+        """Everything a step's arithmetic and checks depend on besides the
+        arrays; the group's lr first (see :meth:`plan`)."""
         return [
+            *map(group.get, GROUP_OPTIONS),  # lr first
+            *map(group.get, TORCH_ONLY_OPTIONS),
             opt.backend,
             opt.check_finite,
             opt.profile,
             opt.scalar_dtype,
-            *map(group.get, GROUP_OPTIONS),
         ]
 
-    def plan(self, opt: NAdam, group: dict):
-        """This step's plan of ``group`` if its inputs are the ones checked,
-        else None."""
+    def plan(self, opt: NAdam, index: int, group: dict):
+        """This step's plan of ``group`` (``param_groups[index]``) if its
+        inputs are the ones checked, else None."""
         params = group["params"]
         if not (
             group is self.group
             and len(params) == len(self.params)
-            and all(map(operator.is_, self._options(opt, group), self.options))
             and all(map(operator.is_, params, self.params))
         ):
             return None
+        options = self._options(opt, group)
+        if not all(map(operator.is_, options, self.options)):
+            # A learning-rate schedule sets lr before every step: with nothing
+            # else new, the group's options are checked as a full step checks
+            # them (the same errors), and the step repeats with that lr.
+            if not all(map(operator.is_, options[1:], self.options[1:])):
+                return None
+            opt._check_group(group, index)
+            self.arithmetic = opt._options(group, index, self.batch.dtype)
+            self.batch.use(self.arithmetic)
+            self.options = options
         grads = list(map(_GRAD, params))
         states = list(map(opt.state.get, params))
         if None in states:

@@ -267,7 +267,7 @@ def test_a_repeated_step_skips_the_full_checks(monkeypatch):
     monkeypatch.setattr(functional, "plan_step", lambda *a, **k: planned.append(1) or full(*a, **k))
     twins.step(3)
     assert len(planned) == 3 + 1  # the NumPy twin plans every step, the Numba one the first
-    twins.each(lambda opt, params: opt.param_groups[0].__setitem__("lr", 0.01))
+    twins.each(lambda opt, params: opt.param_groups[0].__setitem__("eps", 1e-3))
     twins.step(2)
     assert len(planned) == 4 + 2 + 1  # and the first after the edit
 
@@ -321,6 +321,9 @@ def test_betas_as_a_list_edited_in_place():
         ("lr", float("nan"), ValueError, "Invalid learning rate"),
         ("eps", "1e-8", ValueError, "eps must be a real number"),
         ("betas", (0.9,), ValueError, "betas must be a pair"),
+        ("capturable", True, ValueError, "capturable=True is not supported"),
+        ("differentiable", True, ValueError, "differentiable=True is not supported"),
+        ("foreach", "yes", ValueError, "foreach must be None, True or False"),
     ],
 )
 def test_invalid_group_option_set_between_steps(key, value, error, match):
@@ -369,6 +372,25 @@ def test_check_finite_switched_on_between_steps():
     twins.grads()
     twins.each(lambda opt, params: params[1].grad.__setitem__((1, 2), np.nan))
     twins.fails_alike(NonFiniteError, r"gradient of .* is not finite at index \(1, 2\)")
+
+
+@pytest.mark.parametrize("profile", [None, "keras3", "paddle"])
+def test_a_learning_rate_schedule_repeats_with_each_lr(monkeypatch, profile):
+    """lr set before every step (torch's schedulers do so) keeps the step a
+    repeated one, with that lr: the reference's bits; a bad lr fails alike."""
+    from nadam_ref import functional
+
+    twins = Twins(dtype=np.float32, profile=profile)
+    planned = []
+    full = functional.plan_step
+    monkeypatch.setattr(functional, "plan_step", lambda *a, **k: planned.append(1) or full(*a, **k))
+    for k in range(8):
+        twins.each(lambda opt, params, k=k: opt.param_groups[0].__setitem__("lr", 0.1 * 0.5**k))
+        twins.step()
+    assert len(planned) == 8 + 1  # the NumPy twin plans every step, the Numba one the first
+    twins.grads()
+    twins.each(lambda opt, params: opt.param_groups[0].__setitem__("lr", -0.5))
+    twins.fails_alike(ValueError, "Invalid learning rate")
 
 
 def test_lr_edit_between_steps_matches_a_hand_derived_second_step():
