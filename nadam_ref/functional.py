@@ -35,15 +35,20 @@ def get_backend(name: str) -> ModuleType:
     return contract.get(name).module
 
 
+def is_real(value) -> bool:
+    """A real number as a hyperparameter: a Python or NumPy int or float, not a bool."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
 def check_hyperparameters(lr, betas, eps, weight_decay, momentum_decay, *, where: str = "") -> None:
     """Raise ValueError naming the first invalid hyperparameter (torch's rules:
     lr, eps, weight_decay, momentum_decay ≥ 0 and 0 ≤ β < 1; NaN is invalid)."""
     prefix = f"{where}: " if where else ""
 
     def real(name, value):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(
-            value, (int, float, np.integer, np.floating)
-        ):
+        if not is_real(value):
             raise ValueError(f"{prefix}{name} must be a real number, got {value!r}")
         return float(value)
 

@@ -188,7 +188,7 @@ class Nadam:
                     f"Unexpected keyword argument passed to optimizer: {key}. Allowed kwargs are {sorted(KWARGS)}."
                 )
         for key, value in kwargs.items():
-            if value is not None and not _is_real(value):
+            if value is not None and not functional.is_real(value):
                 raise TypeError(f"{key} must be a real number or None, got {value!r}")
             if value is not None and not value >= 0:
                 raise ValueError(f"Expected {key} >= 0, received: {value}")
@@ -661,7 +661,7 @@ class Nadam:
             var_list = var_list()
         grads = self._unpack_loss(value_and_grads, var_list)
         if grad_loss is not None:
-            if not _is_real(grad_loss) and np.asarray(grad_loss).size != 1:
+            if not functional.is_real(grad_loss) and np.asarray(grad_loss).size != 1:
                 raise ValueError(f"grad_loss must be a scalar for a scalar loss, got {grad_loss!r}")
             scale = float(np.asarray(grad_loss).reshape(()))
             grads = [
@@ -842,12 +842,6 @@ def _is_pair(item) -> bool:
 
 
 # -- helpers -----------------------------------------------------------------------------------------
-
-
-def _is_real(x) -> bool:
-    return not isinstance(x, (bool, np.bool_)) and isinstance(
-        x, (int, float, np.integer, np.floating)
-    )
 
 
 def _describe(var) -> str:
@@ -1058,7 +1052,7 @@ def _initial_value(initializer, shape: tuple, dtype: np.dtype, what: str) -> np.
         raise ValueError(
             f"unknown initializer {initializer!r} for {what}; use 'zeros', 'ones', a number, a callable or an array"
         )
-    if _is_real(initializer):
+    if functional.is_real(initializer):
         return np.full(shape, initializer, dtype)
     value = initializer(shape, dtype) if callable(initializer) else initializer
     value = np.array(_to_numpy(value), dtype=dtype)

@@ -823,11 +823,13 @@ class _Repeat:
         options = self._options(opt, group)
         if not all(map(operator.is_, options, self.options)):
             # A learning-rate schedule sets lr before every step: with nothing
-            # else new, the group's options are checked as a full step checks
-            # them (the same errors), and the step repeats with that lr.
-            if not all(map(operator.is_, options[1:], self.options[1:])):
+            # else new, the step repeats with that lr's arithmetic (_options
+            # checks options it has not seen as a full step does: the same errors).
+            if not (
+                all(map(operator.is_, options[1:], self.options[1:]))
+                and functional.is_real(options[0])  # else the full path says what it is
+            ):
                 return None
-            opt._check_group(group, index)
             self.arithmetic = opt._options(group, index, self.batch.dtype)
             self.batch.use(self.arithmetic)
             self.options = options
