@@ -114,6 +114,15 @@ def _snapshot(opt, params):
     return out
 
 
+def _count_plans(monkeypatch) -> list:
+    """A list that grows by one at every full step (functional.plan_step) from now on."""
+    from nadam_ref import functional
+
+    planned, full = [], functional.plan_step
+    monkeypatch.setattr(functional, "plan_step", lambda *a, **k: planned.append(1) or full(*a, **k))
+    return planned
+
+
 # -- the same arrays, and new ones ---------------------------------------------------------------
 
 
@@ -259,12 +268,8 @@ def test_state_arrays_replaced_or_edited():
 def test_a_repeated_step_skips_the_full_checks(monkeypatch):
     """Steps over the inputs the last one checked do not plan them again (and a
     change makes the next step a full one)."""
-    from nadam_ref import functional
-
     twins = Twins()
-    planned = []
-    full = functional.plan_step
-    monkeypatch.setattr(functional, "plan_step", lambda *a, **k: planned.append(1) or full(*a, **k))
+    planned = _count_plans(monkeypatch)
     twins.step(3)
     assert len(planned) == 3 + 1  # the NumPy twin plans every step, the Numba one the first
     twins.each(lambda opt, params: opt.param_groups[0].__setitem__("eps", 1e-3))
@@ -378,12 +383,8 @@ def test_check_finite_switched_on_between_steps():
 def test_a_learning_rate_schedule_repeats_with_each_lr(monkeypatch, profile):
     """lr set before every step (torch's schedulers do so) keeps the step a
     repeated one, with that lr: the reference's bits; a bad lr fails alike."""
-    from nadam_ref import functional
-
     twins = Twins(dtype=np.float32, profile=profile)
-    planned = []
-    full = functional.plan_step
-    monkeypatch.setattr(functional, "plan_step", lambda *a, **k: planned.append(1) or full(*a, **k))
+    planned = _count_plans(monkeypatch)
     for k in range(8):
         twins.each(lambda opt, params, k=k: opt.param_groups[0].__setitem__("lr", 0.1 * 0.5**k))
         twins.step()
@@ -543,12 +544,8 @@ def test_keras_repeated_steps_give_the_reference_bits(options, dtype):
 
 
 def test_keras_a_repeated_step_skips_the_full_checks(monkeypatch):
-    from nadam_ref import functional
-
     twins = KerasTwins()
-    planned = []
-    full = functional.plan_step
-    monkeypatch.setattr(functional, "plan_step", lambda *a, **k: planned.append(1) or full(*a, **k))
+    planned = _count_plans(monkeypatch)
     twins.step(3)
     assert len(planned) == 3 + 1  # the NumPy twin plans every step, the Numba one the first
     for opt in twins.opts:
@@ -558,12 +555,8 @@ def test_keras_a_repeated_step_skips_the_full_checks(monkeypatch):
 
 
 def test_keras_a_scheduled_learning_rate_steps_with_each_value(monkeypatch):
-    from nadam_ref import functional
-
     twins = KerasTwins(learning_rate=lambda step: 1e-2 / (1 + step), schedule="keras3")
-    planned = []
-    full = functional.plan_step
-    monkeypatch.setattr(functional, "plan_step", lambda *a, **k: planned.append(1) or full(*a, **k))
+    planned = _count_plans(monkeypatch)
     twins.step(6)
     assert len(planned) == 6 + 1  # a new lr each step, and still the repeated step
     for opt in twins.opts:
@@ -614,3 +607,24 @@ def test_keras_what_changes_between_steps_takes_the_full_path():
     twins.fails_alike(
         lambda variables: [(np.ones_like(v), v) for v in variables], ValueError, "read-only"
     )
+
+
+def test_repeated_steps_call_compiled_code_past_numba_s_dispatcher():
+    """The figures of benchmarks/bench_overhead.py need the repeated step's two compiled
+    calls to skip the dispatcher's typing of their arguments (backend_numba._Direct):
+    this Numba must still offer the compiled code of a signature (else every call goes
+    through the dispatcher, correct but some 3 µs slower); and the direct call must
+    give what the dispatcher gives."""
+    from nadam_ref import backend_numba
+
+    twins = Twins(shapes=((4,),))
+    twins.step(3)
+    kept = next(iter(twins.opts[0]._repeats.values()))
+    assert kept.batch.update.entry is not None
+    assert backend_numba._read_table.entry is not None
+    arrays = [*(p.data for p in twins.params[0]), *(p.grad for p in twins.params[0])]
+    state = twins.opts[0].state[twins.params[0][0]]
+    arrays += [state["exp_avg"], state["exp_avg_sq"]]
+    addresses = np.array([id(a) for a in arrays], np.int64)
+    args = (addresses, backend_numba._NDARRAY, id(kept.batch.dtype), 8, *kept.batch.arrays[:2])
+    assert backend_numba._read_table(*args) == backend_numba._read_dense(*args) == 4
