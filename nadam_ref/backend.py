@@ -19,7 +19,7 @@ is_grad_array  arrays accepted as gradients (CUDA: host or     ``is_array``
                device arrays)
 adopt          bring an accepted array into the form updated   none (arrays as given)
                (CUDA: a zero-copy view of a foreign array)
-as_real        the real view of a complex array                ``functional.as_real``
+as_real        the real view of a complex array                ``backend.as_real``
 take_params    the arrays to keep for new parameters (CUDA:    the arrays as given
                host arrays moved to the device)
 to_host        the values of an array as a NumPy array (which  ``np.asarray``
@@ -72,10 +72,13 @@ class Backend(Protocol):
         """A fresh zero state array for parameter ``x``."""
 
 
-def _as_real(array):
-    from .functional import as_real
-
-    return as_real(array)
+def as_real(array):
+    """A real view of a complex array, with a trailing axis of (real, imag),
+    as ``torch.view_as_real``; real arrays are returned as they are (the
+    contract's default ``as_real``)."""
+    if np.dtype(array.dtype).kind != "c":
+        return array
+    return array[..., None].view(array.real.dtype)
 
 
 def _assign(array, values):
@@ -132,7 +135,7 @@ def of(backend: ModuleType | Hooks) -> Hooks:
         zeros_like=own["zeros_like"],
         is_grad_array=own.get("is_grad_array", own["is_array"]),
         adopt=own.get("adopt"),
-        as_real=own.get("as_real", _as_real),
+        as_real=own.get("as_real", as_real),
         take_params=own.get("take_params", list),
         to_host=own.get("to_host", np.asarray),
         from_host=own.get("from_host", lambda a, like: np.array(a, dtype=like.dtype)),

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import backend as contract
-from .backend import BACKENDS  # noqa: F401 - the backends' names, re-exported
+from .backend import BACKENDS, as_real  # noqa: F401 - re-exported
 from .schedule import Coefficients, StepScalars, step_coefficients
 
 
@@ -152,14 +152,6 @@ def check_finite_array(module: ModuleType, array, what: str) -> None:
     if bad.any():
         index = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad.ravel())), host.shape))
         raise NonFiniteError(f"{what} is not finite at index {index}: {host[index].item()!r}")
-
-
-def as_real(array):
-    """A real view of a complex array, with a trailing axis of (real, imag),
-    as ``torch.view_as_real``; real arrays are returned as they are."""
-    if np.dtype(array.dtype).kind != "c":
-        return array
-    return array[..., None].view(array.real.dtype)
 
 
 @dataclass
