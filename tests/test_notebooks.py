@@ -14,7 +14,14 @@ and reject a wrong answer, and every figure must have been drawn (matplotlib's
 Agg backend, so no image is rendered unless ``NADAM_TUTORIAL_FIGURES=DIR`` asks
 for PNGs of every figure, to look at them, and for each run's CPU seconds).
 
-Runs share the CPU: ``NADAM_NOTEBOOK_WORKERS`` kernels at a time (default 2).
+A notebook's runs share one kernel, one after another: its defaults first, in
+a fresh kernel, then each other parameter set after ``%reset -f`` (every name
+the run before defined is gone) and ``plt.close("all")``.  What carries over is
+what modules hold: imports (torch, TensorFlow and JAX took most of each run's
+time when every run started a kernel of its own), compiled code, module
+settings.  After a run that fails, the next one gets a fresh kernel.
+
+Notebooks share the CPU: ``NADAM_NOTEBOOK_WORKERS`` kernels at a time (default 2).
 Kernels import this checkout's nadam_ref (its root is put first on PYTHONPATH)
 and run in ``tutorials/``, as ``jupyter lab tutorials/`` would.
 """
@@ -212,12 +219,23 @@ for _k, _n in enumerate(_plt.get_fignums()):
                       for _a in _fig.axes))
     if _out:
         _fig.savefig(_os.path.join(_out, f"RUN-{_k}.png"), dpi=80, bbox_inches="tight")
-if _out:  # the kernel's CPU seconds, to see what each run costs
+if _out:  # the run's CPU seconds (the kernel's since it started, or since RESET), to see its cost
     import resource as _resource
     _use = [_resource.getrusage(_w) for _w in (_resource.RUSAGE_SELF, _resource.RUSAGE_CHILDREN)]
+    _cpu = sum(_u.ru_utime + _u.ru_stime for _u in _use) - globals().get("_run_cpu_start", 0)
     with open(_os.path.join(_out, "RUN-cpu.txt"), "w") as _f:
-        print(f"{sum(_u.ru_utime + _u.ru_stime for _u in _use):.1f}", file=_f)
+        print(f"{_cpu:.1f}", file=_f)
 print("FIGURES " + _json.dumps(_drawn))
+"""
+
+#: Run in a notebook's kernel between two of its runs (the module docstring says why).
+RESET = """
+%reset -f
+import matplotlib.pyplot as _plt, resource as _resource
+_plt.close("all")
+_use = [_resource.getrusage(_w) for _w in (_resource.RUSAGE_SELF, _resource.RUSAGE_CHILDREN)]
+_run_cpu_start = sum(_u.ru_utime + _u.ru_stime for _u in _use)
+del _plt, _resource, _use
 """
 
 
@@ -272,20 +290,41 @@ def _prepare(path: Path, values: dict, run_id: str):
     return notebook
 
 
-async def _execute(path: Path, values: dict, run_id: str, limit: asyncio.Semaphore):
-    notebook = _prepare(path, values, run_id)
+async def _execute(path: Path, runs: dict, limit: asyncio.Semaphore) -> dict:
+    """Run ``runs`` ({run id: values}, the defaults first) of one notebook, in one
+    kernel while they pass; {run id: (notebook, error)}."""
+    results, todo = {}, list(runs.items())
     async with limit:
-        client = nbclient.NotebookClient(
-            notebook,
-            kernel_name="python3",
-            timeout=CELL_TIMEOUT,
-            resources={"metadata": {"path": str(TUTORIALS)}},
-        )
-        try:
-            await client.async_execute()
-        except nbclient.exceptions.CellExecutionError as error:
-            return notebook, error
-    return notebook, None
+        while todo:
+            client = nbclient.NotebookClient(
+                nbformat.v4.new_notebook(),
+                kernel_name="python3",
+                timeout=CELL_TIMEOUT,
+                resources={"metadata": {"path": str(TUTORIALS)}},
+            )
+            async with client.async_setup_kernel():
+                fresh = True
+                while todo:
+                    run_id, values = todo.pop(0)
+                    notebook = _prepare(path, values, run_id)
+                    if not fresh:
+                        client.nb = nbformat.v4.new_notebook(
+                            cells=[nbformat.v4.new_code_cell(RESET.strip())]
+                        )
+                        await client.async_execute_cell(client.nb.cells[0], 0)
+                    fresh = False
+                    client.nb = notebook
+                    client.reset_execution_trackers()
+                    try:
+                        for index, cell in enumerate(notebook.cells):
+                            await client.async_execute_cell(
+                                cell, index, execution_count=client.code_cells_executed + 1
+                            )
+                    except nbclient.exceptions.CellExecutionError as error:
+                        results[run_id] = (notebook, error)
+                        break  # the rest in a fresh kernel
+                    results[run_id] = (notebook, None)
+    return results
 
 
 @pytest.fixture(scope="module")
@@ -309,12 +348,12 @@ def executed(request):
 
     async def run_all():
         limit = asyncio.Semaphore(int(os.environ.get("NADAM_NOTEBOOK_WORKERS", "2")))
-        jobs = {
-            spec.id: _execute(spec.params["path"], spec.params["values"], spec.id, limit)
-            for spec in selected
-        }
-        results = await asyncio.gather(*jobs.values())
-        return dict(zip(jobs, results))
+        by_notebook: dict[Path, dict] = {}
+        for spec in selected:  # in RUNS' order: a notebook's defaults come first
+            by_notebook.setdefault(spec.params["path"], {})[spec.id] = spec.params["values"]
+        # The later tutorials run longest; starting them first keeps both kernels busy.
+        jobs = [_execute(path, runs, limit) for path, runs in reversed(by_notebook.items())]
+        return {k: v for done in await asyncio.gather(*jobs) for k, v in done.items()}
 
     try:
         yield asyncio.run(run_all())
