@@ -83,8 +83,11 @@ def test_matches_live_torch(case, dtype):
     params0, grads, theta = recorded(case, dtype)
     live, _ = run_torch(case, dtype)
     if torch.__version__.split("+")[0] == "2.13.0":
-        # the recording is what this torch computes, bit for bit
-        assert all(np.array_equal(a, b) for a, b in zip(live, theta))
+        # The recording is what this torch computes: bit for bit on a CPU like the one
+        # it was recorded on; torch's kernels are vectorised per instruction set, and on
+        # an AVX-512 CPU they round differently (within an ulp or two, float64 too).
+        step, err = worst_step(live, theta)
+        assert err <= TOLERANCE[dtype], f"live torch {err:.3g} from its recording at step {step}"
     ours, _ = run_nadam_ref(case, params0, grads, scalar_dtype=np.float32)
     step, err = worst_step(ours, live)
     assert err <= TOLERANCE[dtype], f"{case}/{dtype}: {err:.3g} from live torch at step {step}"
