@@ -24,6 +24,13 @@ front end, ``keras.Nadam.apply_gradients`` (both schedules) on one
 1e7-element float32 variable, beside the roofline.  ``first`` times
 the first step of a fresh process twice, with an empty Numba cache (cold:
 compiles) and then with the cache the first one wrote (warm: loads).
+``arithmetic`` measures what the update's arithmetic costs apart from
+memory: nanoseconds an element on one core with the arrays in L2 (2^15
+elements, below the parallel threshold), a one-element step's fixed cost
+taken off, beside the roofline's nanoseconds an element at 1e7 on all cores;
+where the arithmetic divided by the cores exceeds the memory's, a step
+cannot reach the roofline (float64 on AVX-512 Xeons: three divisions and a
+square root an element, fixed by the frameworks' rounding).
 
 Usage::
 
@@ -236,12 +243,51 @@ def first_steps() -> dict:
     return out
 
 
+def arithmetic_bound(repeats: int) -> dict:
+    """ns per element: the update on one core in L2, and the roofline at 1e7 (see the docstring)."""
+    import time
+
+    import numba
+
+    def best(fn, rounds):
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(rounds):
+                fn()
+            times.append((time.perf_counter() - start) / rounds)
+        return min(times)  # the least disturbed round: this measures the machine, not its load
+
+    out = {}
+    n_cache, n_memory = 1 << 15, 10**7
+    for dtype in (np.float32, np.float64):
+        rng = np.random.default_rng(0)
+        steps = {}
+        for n in (1, n_cache):
+            p = Parameter(
+                rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+            )
+            steps[n] = best(NAdam([p]).step, 2000)
+        one_core = (steps[n_cache] - steps[1]) / (n_cache - 1)
+        arrays = [np.ones(n_memory, dtype) for _ in range(4)]
+        memory = best(lambda arrays=arrays: streaming_pass(*arrays), 5) / n_memory
+        cores = numba.get_num_threads()
+        out[np.dtype(dtype).name] = {
+            "update_one_core_ns": one_core * 1e9,
+            "update_all_cores_ns": one_core / cores * 1e9,
+            "roofline_ns": memory * 1e9,
+            "cores": cores,
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--cases",
-        default="a,b,c,d,k,first",
-        help="comma-separated, from a, b, c, d, k, first (default: all)",
+        default="a,b,c,d,k,first,arithmetic",
+        help="comma-separated, from a, b, c, d, k, first, arithmetic (default: all)",
     )
     parser.add_argument(
         "--repeats",
@@ -260,9 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     chosen = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = sorted(set(chosen) - set(CASES) - {"first"})
+    unknown = sorted(set(chosen) - set(CASES) - {"first", "arithmetic"})
     if unknown:
-        parser.error(f"unknown cases {unknown}; choose from a, b, c, d, k, first")
+        parser.error(f"unknown cases {unknown}; choose from a, b, c, d, k, first, arithmetic")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
 
@@ -280,6 +326,17 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"first step, {name} cache: import {format_seconds(r['import_s'])}, first step "
                 f"{format_seconds(r['first_step_s'])} (kernels compiled {r['cache_misses']}, loaded {r['cache_hits']})"
+            )
+        print()
+
+    if "arithmetic" in chosen:
+        results["arithmetic"] = arithmetic_bound(args.repeats)
+        for name, r in results["arithmetic"].items():
+            print(
+                f"arithmetic, {name}: the update {r['update_one_core_ns']:.2f} ns an element on "
+                f"one core in L2, {r['update_all_cores_ns']:.2f} ns on {r['cores']}; the "
+                f"roofline {r['roofline_ns']:.2f} ns: arithmetic / memory "
+                f"{r['update_all_cores_ns'] / r['roofline_ns']:.2f}"
             )
         print()
 
