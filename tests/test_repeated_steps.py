@@ -611,7 +611,8 @@ def test_keras_what_changes_between_steps_takes_the_full_path():
 
 def test_repeated_steps_call_compiled_code_past_numba_s_dispatcher():
     """The figures of benchmarks/bench_overhead.py need the repeated step's two compiled
-    calls to skip the dispatcher's typing of their arguments (backend_numba._Direct):
+    calls to skip the dispatcher's typing of their arguments (backend_numba._Direct), and
+    the arrays' ids read from their list in compiled code:
     this Numba must still offer the compiled code of a signature (else every call goes
     through the dispatcher, correct but some 3 µs slower); and the direct call must
     give what the dispatcher gives."""
@@ -621,10 +622,26 @@ def test_repeated_steps_call_compiled_code_past_numba_s_dispatcher():
     twins.step(3)
     kept = next(iter(twins.opts[0]._repeats.values()))
     assert kept.batch.update.entry is not None
-    assert backend_numba._read_table.entry is not None
+    # and the arrays' ids are read from the list that holds them, in compiled code
+    assert backend_numba._LIST_READABLE and backend_numba._read_list_table.entry is not None
     arrays = [*(p.data for p in twins.params[0]), *(p.grad for p in twins.params[0])]
     state = twins.opts[0].state[twins.params[0][0]]
     arrays += [state["exp_avg"], state["exp_avg_sq"]]
     addresses = np.array([id(a) for a in arrays], np.int64)
-    args = (addresses, backend_numba._NDARRAY, id(kept.batch.dtype), 8, *kept.batch.arrays[:2])
-    assert backend_numba._read_table(*args) == backend_numba._read_dense(*args) == 4
+    table = (backend_numba._NDARRAY, id(kept.batch.dtype), 8, *kept.batch.arrays[:2])
+    listed = backend_numba._read_list_table(id(arrays), backend_numba._LIST, *table)
+    assert listed == backend_numba._read_dense(addresses, *table) == 4
+
+
+def test_without_reading_the_list_the_ids_are_gathered_in_python(monkeypatch):
+    """Where the list object's layout is not the one read (another interpreter build),
+    the repeated step gathers the arrays' ids in Python: the same bits and refusals."""
+    from nadam_ref import backend_numba
+
+    monkeypatch.setattr(backend_numba, "_LIST_READABLE", False)
+    twins = Twins()
+    twins.step(3)
+    twins.grads()
+    twins.each(lambda opt, params: setattr(params[1], "grad", params[1].grad.T.copy().T))
+    twins.step(new_grads=False)  # a Fortran-ordered gradient: refused, the full path takes it
+    twins.step(2)
