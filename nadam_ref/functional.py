@@ -76,6 +76,9 @@ def is_nadam_dtype(dtype: np.dtype) -> bool:
     return dtype.kind in "fc" and dtype.itemsize in ((4, 8) if dtype.kind == "f" else (8, 16))
 
 
+#: The real dtypes NAdam computes in (a complex array is updated as pairs of them).
+REAL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
 #: The dtypes NAdam updates, in either byte order, so that checking an
 #: array's dtype is one set lookup.
 _NADAM_DTYPES = frozenset(

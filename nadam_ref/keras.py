@@ -756,8 +756,6 @@ class Nadam:
 
 # -- a step like the last one --------------------------------------------------------------------
 
-_REPEATABLE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
 
 class _Repeat:
     """What a full step checked, kept so that the next step over the same
@@ -798,7 +796,9 @@ class _Repeat:
             return None
         variables = [v for _, v in pairs]
         dtype = _data(variables[0]).dtype
-        if dtype not in _REPEATABLE_DTYPES or (opt._schedule == "legacy" and dtype != cache_dtype):
+        if dtype not in functional.REAL_DTYPES or (
+            opt._schedule == "legacy" and dtype != cache_dtype
+        ):
             return None
         from . import backend_numba  # imported by the step: its backend
 
@@ -864,7 +864,7 @@ def _check_variable(var, what: str) -> None:
         raise TypeError(
             f"{what} must be a NumPy array or a nadam_ref.Parameter, got {type(var).__name__}"
         )
-    if data.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+    if data.dtype not in functional.REAL_DTYPES:
         raise TypeError(
             f"{what} has dtype {data.dtype}; Keras-style Nadam needs float32 or float64 variables"
         )

@@ -384,9 +384,7 @@ def _starting_point(x0) -> np.ndarray:
         )
     if x.size == 0:
         raise ValueError("x0 is empty; there is nothing to minimize")
-    dtype = (
-        x.dtype if x.dtype in (np.dtype(np.float32), np.dtype(np.float64)) else np.dtype(np.float64)
-    )
+    dtype = x.dtype if x.dtype in functional.REAL_DTYPES else np.dtype(np.float64)
     x = x.astype(dtype, copy=True)
     bad = np.flatnonzero(~np.isfinite(x))
     if bad.size:

@@ -218,7 +218,7 @@ class NAdam:
         if self.profile.name == "torch":
             default = np.float64 if profile is None else self.profile.options["scalar_state"]
             self.scalar_dtype = np.dtype(default if scalar_dtype is None else scalar_dtype)
-            if self.scalar_dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            if self.scalar_dtype not in functional.REAL_DTYPES:
                 raise ValueError(
                     f"scalar_dtype must be float32 or float64, got {self.scalar_dtype}"
                 )
@@ -735,7 +735,6 @@ def to_numpy(value):
 _DATA, _GRAD = operator.attrgetter("data"), operator.attrgetter("grad")
 _EXP_AVG, _EXP_AVG_SQ = operator.itemgetter("exp_avg"), operator.itemgetter("exp_avg_sq")
 _STEP, _MU_PRODUCT = operator.itemgetter("step"), operator.itemgetter("mu_product")
-_REPEATABLE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class _Repeat:
@@ -781,7 +780,7 @@ class _Repeat:
         dtype = params[0].data.dtype if params else None
         if (
             len(batch) != len(params)
-            or dtype not in _REPEATABLE_DTYPES
+            or dtype not in functional.REAL_DTYPES
             or type(group["betas"]) is not tuple
             or len({id(s) for s in plan.scalars}) != 1
         ):

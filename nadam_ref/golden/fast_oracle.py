@@ -84,6 +84,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from mpmath.libmp import from_float, mpf_sub, round_nearest, to_float
 
+from .. import profiles
 from ..backend_numba import _njit  # the disk cache where Numba can write one
 from ..functional import as_real
 from ..schedule import Coefficients
@@ -834,18 +835,8 @@ def _warm_up() -> None:
     run_range(rule, np.float32, np.ones(2, np.float32), np.ones((1, 2), np.float32), [1])
 
 
-_CALIBRATION_RULE = dict(
-    lr=2e-3,
-    beta1=0.9,
-    beta2=0.999,
-    eps=1e-8,
-    weight_decay=0.0,
-    momentum_decay=4e-3,
-    decoupled_weight_decay=False,
-    maximize=False,
-    momentum_base=0.96,
-    state_dtype=np.dtype(np.float32),
-)
+#: torch's defaults for float32 parameters, as the torch profile declares them.
+_CALIBRATION_RULE = profiles.get("torch").rules(profiles.get("torch").hyperparameters(), np.float32)
 
 
 def estimate_seconds(element_steps: int, workers: int = 1) -> tuple[float, float]:

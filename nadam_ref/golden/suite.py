@@ -25,19 +25,24 @@ def _add(name, ext="json", **options):
     SUITE[name] = (ext, options)
 
 
+def _add_defaults(*names: str) -> None:
+    """A case per profile and dtype: the framework's default hyperparameters."""
+    for profile in names:
+        for dtype in ("float32", "float64"):
+            _add(
+                f"{profile}-{dtype}",
+                profile=profile,
+                dtype=dtype,
+                shapes=[(7,)],
+                steps=30,
+                seed=1,
+                description=f"{profile} with its default hyperparameters, {dtype}",
+            )
+
+
 # Each profile with its framework's default hyperparameters, float32 and float64
 # (the recordings in tests/data/golden_frameworks/ use these cases' inputs).
-for _profile in ("torch", "tf-keras-legacy", "keras3", "optax"):
-    for _dtype in ("float32", "float64"):
-        _add(
-            f"{_profile}-{_dtype}",
-            profile=_profile,
-            dtype=_dtype,
-            shapes=[(7,)],
-            steps=30,
-            seed=1,
-            description=f"{_profile} with its default hyperparameters, {_dtype}",
-        )
+_add_defaults("torch", "tf-keras-legacy", "keras3", "optax")
 _add(
     "torch-float64-state64",
     profile="torch",
@@ -430,17 +435,7 @@ _add(
 )
 
 # The profiles of paddle and timm: defaults in both dtypes, a schedule, a resume.
-for _profile in ("paddle", "timm-nadamw", "timm-nadam-legacy"):
-    for _dtype in ("float32", "float64"):
-        _add(
-            f"{_profile}-{_dtype}",
-            profile=_profile,
-            dtype=_dtype,
-            shapes=[(7,)],
-            steps=30,
-            seed=1,
-            description=f"{_profile} with its default hyperparameters, {_dtype}",
-        )
+_add_defaults("paddle", "timm-nadamw", "timm-nadam-legacy")
 _add(
     "schedule-step-paddle-float32",
     profile="paddle",
