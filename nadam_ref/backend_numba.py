@@ -50,6 +50,7 @@ same bits.
 
 from __future__ import annotations
 
+import operator
 import sys
 import warnings
 import weakref
@@ -619,6 +620,7 @@ class DenseBatch:
 
     __slots__ = (
         "dtype", "itemsize", "arrays", "total", "arithmetic", "rules", "state_type", "update",
+        "update_parallel", "scratch", "tag_ids",
     )  # fmt: skip
 
     def __init__(self, count: int, dtype: np.dtype, arithmetic: dict | None = None):
@@ -633,9 +635,12 @@ class DenseBatch:
             np.zeros((count, 4, 1), np.int64),  # strides
         )
         self.total = 0
+        self.scratch, self.tag_ids = np.zeros(4 * count, np.int64), np.zeros(0, np.int64)
         if arithmetic is not None:
             self.use(arithmetic)
-            self.update = _Direct(_scheduled_update)  # its argument types are this batch's
+            # Their argument types are this batch's, always.
+            self.update = _Direct(_scheduled_update)
+            self.update_parallel = _Direct(_scheduled_update_parallel)
 
     def use(self, arithmetic: dict) -> None:
         """Step with ``arithmetic`` (``plan_step``'s options) from now on: the
@@ -658,10 +663,38 @@ class DenseBatch:
                 id(arrays), _LIST, _NDARRAY, id(self.dtype), self.itemsize, *self.arrays[:2]
             )
         else:
+            if len(arrays) != 4 * self.arrays[0].shape[0]:
+                return False
             addresses = np.fromiter(map(id, arrays), np.int64, len(arrays))
             self.total = _read_table(
                 addresses, _NDARRAY, id(self.dtype), self.itemsize, *self.arrays[:2]
             )
+        return self.total >= 0
+
+    def read_rows(self, pairs: list, rows: list, tags: tuple) -> bool:
+        """:meth:`read` of the arrays in ``pairs``, a list of (θ, g) tuples,
+        and ``rows``, a list of (m, v, *tagged) tuples, if each row's tagged
+        items are the very objects ``tags`` (a step's scalar state: one pair
+        of objects for the whole batch).  Read in compiled code: a step over
+        many tensors then never touches their arrays from Python."""
+        if not (_ROWS_READABLE and type(pairs) is list and type(rows) is list):
+            for row in rows:  # gathered in Python
+                if len(row) != 2 + len(tags) or not all(map(operator.is_, row[2:], tags)):
+                    return False
+            if not all(len(pair) == 2 for pair in pairs):
+                return False
+            thetas, grads = zip(*pairs) if pairs else ((), ())
+            exp_avgs, exp_avg_sqs = [r[0] for r in rows], [r[1] for r in rows]
+            return self.read([*thetas, *grads, *exp_avgs, *exp_avg_sqs])
+        tag_ids = self.tag_ids
+        if tag_ids.shape[0] != len(tags):
+            tag_ids = self.tag_ids = np.zeros(len(tags), np.int64)
+        for k, tag in enumerate(tags):
+            tag_ids[k] = id(tag)
+        self.total = _read_rows_table(
+            id(pairs), id(rows), tag_ids, _KINDS, id(self.dtype), self.itemsize,
+            *self.arrays[:2], self.scratch,
+        )  # fmt: skip
         return self.total >= 0
 
     def run(self, coef: Coefficients) -> None:
@@ -672,18 +705,21 @@ class DenseBatch:
         """The step after the stored (t−1, ∏_{i<t} μ_i), schedule and update
         in one compiled call, of the arrays last read: returns the new step
         and ∏μ in the state dtype, as :func:`nadam_ref.schedule.advance` does."""
-        if self.total >= PARALLEL_THRESHOLD:  # the schedule's cost is nothing beside the update's
-            scalars, coef = schedule.step_coefficients(
-                step, mu_product, dtype=self.dtype, **self.arithmetic
-            )
-            self.run(coef)
-            return scalars.step, scalars.mu_product
         s = self.state_type
         if type(step) is not s or type(mu_product) is not s:  # the types self.update takes
             step, mu_product = s(step), s(mu_product)
-        new_step, new_product = self.update(
-            self.arrays, self.itemsize, step, mu_product, self.rules
-        )
+        if self.total < PARALLEL_THRESHOLD:
+            new_step, new_product = self.update(
+                self.arrays, self.itemsize, step, mu_product, self.rules
+            )
+        else:
+            previous = set_parallel_chunksize(1)  # as _launch, and why
+            try:
+                new_step, new_product = self.update_parallel(
+                    self.arrays, self.itemsize, step, mu_product, self.rules
+                )
+            finally:
+                set_parallel_chunksize(previous)
         return s(new_step), s(new_product)
 
 
@@ -709,6 +745,96 @@ def _read_list(list_address, list_type, ndarray_type, descr, itemsize, sizes, ba
 
 
 _read_list_table = _Direct(_read_list)
+
+
+@_njit
+def _same_items(list_address, list_type, ids):
+    """Whether the Python list at ``list_address`` holds exactly the objects
+    whose addresses are ``ids``, in order (read from the list object: no
+    object is touched)."""
+    words = carray(_pointer(list_address), 4, np.int64)
+    if words[1] != list_type or words[_LIST_SIZE] != ids.shape[0]:
+        return False
+    items = carray(_pointer(words[_LIST_ITEMS]), ids.shape[0], np.int64)
+    for i in range(ids.shape[0]):
+        if items[i] != ids[i]:
+            return False
+    return True
+
+
+_same_items_direct = _Direct(_same_items)
+
+
+class Objects:
+    """A list of objects, held, that a later list can be compared with by
+    identity, item by item, in compiled code (a Python loop over 500
+    parameters costs some 40 µs)."""
+
+    __slots__ = ("objects", "ids")
+
+    def __init__(self, objects):
+        self.objects = list(objects)
+        self.ids = np.fromiter(map(id, self.objects), np.int64, len(self.objects))
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    def __getitem__(self, i):
+        return self.objects[i]
+
+    def same(self, items) -> bool:
+        """Whether ``items`` holds these very objects, in this order."""
+        if _LIST_READABLE and type(items) is list:
+            return _same_items_direct(id(items), _LIST, self.ids)
+        return len(items) == len(self.objects) and all(map(operator.is_, items, self.objects))
+
+
+#: The words of a tuple object (PyTupleObject): refcount, type, size, then its items.
+_TUPLE_SIZE, _TUPLE_ITEMS = 2, 3
+_TUPLE = id(tuple)
+
+
+@_njit
+def _read_rows(pairs_address, rows_address, tags, kinds, descr, itemsize, sizes, bases, scratch):
+    """:func:`_read_dense` of the arrays held by two Python lists of n tuples:
+    (θ, g) in the first, (m, v, *tagged) in the second, each tagged item the
+    object at the address in ``tags``; −1 if the lists or tuples are not so.
+    ``kinds`` holds the addresses of the types list, tuple and ndarray;
+    ``scratch`` (4n words) takes the addresses read."""
+    n = sizes.shape[0]
+    pairs = carray(_pointer(pairs_address), 4, np.int64)
+    rows = carray(_pointer(rows_address), 4, np.int64)
+    if (
+        pairs[1] != kinds[0]
+        or rows[1] != kinds[0]
+        or pairs[_LIST_SIZE] != n
+        or rows[_LIST_SIZE] != n
+    ):
+        return -1
+    width = 2 + tags.shape[0]
+    pair_items = carray(_pointer(pairs[_LIST_ITEMS]), n, np.int64)
+    row_items = carray(_pointer(rows[_LIST_ITEMS]), n, np.int64)
+    for i in range(n):
+        pair = carray(_pointer(pair_items[i]), _TUPLE_ITEMS + 2, np.int64)
+        if pair[1] != kinds[1] or pair[_TUPLE_SIZE] != 2:
+            return -1
+        row = carray(_pointer(row_items[i]), 2, np.int64)
+        if row[1] != kinds[1]:
+            return -1
+        row = carray(_pointer(row_items[i]), _TUPLE_ITEMS + width, np.int64)
+        if row[_TUPLE_SIZE] != width:
+            return -1
+        for k in range(tags.shape[0]):
+            if row[_TUPLE_ITEMS + 2 + k] != tags[k]:
+                return -1
+        scratch[i] = pair[_TUPLE_ITEMS]
+        scratch[n + i] = pair[_TUPLE_ITEMS + 1]
+        scratch[2 * n + i] = row[_TUPLE_ITEMS]
+        scratch[3 * n + i] = row[_TUPLE_ITEMS + 1]
+    return _read_dense(scratch, kinds[2], descr, itemsize, sizes, bases)
+
+
+_read_rows_table = _Direct(_read_rows)
 
 
 def _struct_readable() -> bool:
@@ -772,6 +898,41 @@ def _list_readable() -> bool:
 
 
 _LIST_READABLE = _list_readable()
+_KINDS = np.array([_LIST, _TUPLE, _NDARRAY], np.int64)
+
+
+def _rows_readable() -> bool:
+    """Whether :func:`_read_rows` reads lists of tuples as Python sees them,
+    and refuses rows whose tagged items are other objects."""
+    if not _LIST_READABLE:
+        return False
+    try:
+        a, b, c, d = np.zeros(3), np.zeros(2), np.zeros(3), np.zeros(2)
+        tags = (1.5, object())
+        tag_ids = np.array([id(t) for t in tags], np.int64)
+        batch = DenseBatch(2, np.dtype(np.float64))
+
+        pairs = [(a, c), (b, d)]
+
+        def read(rows):
+            return _read_rows(
+                id(pairs), id(rows), tag_ids, _KINDS, id(batch.dtype), 8,
+                *batch.arrays[:2], batch.scratch,
+            )  # fmt: skip
+
+        if read([(c, a, *tags), (d, b, *tags)]) != 5 or list(batch.arrays[1][0]) != [
+            x.__array_interface__["data"][0] for x in (a, c, c, a)
+        ]:
+            return False
+        if not read([(c, a, *tags), (d, b, tags[0], 1.5)]) == read([(c, a, *tags)]) == -1:
+            return False
+        held = Objects(pairs)
+        return held.same(list(pairs)) and not held.same(pairs[::-1]) and not held.same(pairs[:1])
+    except Exception:  # noqa: BLE001 - anything unexpected: do without
+        return False
+
+
+_ROWS_READABLE = _rows_readable()
 
 
 # -- the schedule, compiled --------------------------------------------------------------------
@@ -891,4 +1052,14 @@ def _scheduled_update(table, itemsize, step, mu_product, rules):
     scalars, coef = _schedule(step, mu_product, rules)
     sizes, bases, spans, offsets, ndims, shapes, strides = table
     _update_serial(sizes, itemsize, bases, spans, offsets, ndims, shapes, strides, coef)
+    return scalars.step, scalars.mu_product
+
+
+@_njit(error_model="numpy")
+def _scheduled_update_parallel(table, itemsize, step, mu_product, rules):
+    """:func:`_scheduled_update` over the cores, for tables of PARALLEL_THRESHOLD
+    elements or more (called with the chunk size :func:`_launch` sets)."""
+    scalars, coef = _schedule(step, mu_product, rules)
+    sizes, bases, spans, offsets, ndims, shapes, strides = table
+    _update_parallel(sizes, itemsize, bases, spans, offsets, ndims, shapes, strides, coef)
     return scalars.step, scalars.mu_product

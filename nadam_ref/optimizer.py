@@ -11,7 +11,6 @@ import copy
 import math
 import operator
 from collections.abc import Callable, Iterable
-from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -88,6 +87,10 @@ class Parameter:
     it: ``data`` becomes the device array, read back with ``np.asarray(p.data)``.
     A Python list or number, which no update could reach, is a TypeError.
     """
+
+    # data and grad in the object itself, where a step over many parameters finds
+    # them without a dictionary; other attributes may still be set (__dict__).
+    __slots__ = ("data", "grad", "__dict__", "__weakref__")
 
     def __init__(self, data, grad=None):
         if isinstance(data, Parameter):
@@ -732,9 +735,9 @@ def to_numpy(value):
     return value
 
 
-_DATA, _GRAD = operator.attrgetter("data"), operator.attrgetter("grad")
-_EXP_AVG, _EXP_AVG_SQ = operator.itemgetter("exp_avg"), operator.itemgetter("exp_avg_sq")
-_STEP, _MU_PRODUCT = operator.itemgetter("step"), operator.itemgetter("mu_product")
+# What a repeated step reads of each parameter and of its state, as tuples (one C call each).
+_DATA_AND_GRAD = operator.attrgetter("data", "grad")
+_STATE_ROW = operator.itemgetter("exp_avg", "exp_avg_sq", "step", "mu_product")
 
 
 class _Repeat:
@@ -790,7 +793,7 @@ class _Repeat:
         kept = cls()
         kept.group = group
         kept.options = _Repeat._options(opt, group)
-        kept.params = list(params)
+        kept.params = backend_numba.Objects(params)
         kept.arithmetic = opt._options(group, index, dtype)
         kept.batch = backend_numba.DenseBatch(len(params), dtype, kept.arithmetic)
         kept.step, kept.mu_product = plan.scalars[0].step, plan.scalars[0].mu_product
@@ -813,11 +816,7 @@ class _Repeat:
         """This step's plan of ``group`` (``param_groups[index]``) if its
         inputs are the ones checked, else None."""
         params = group["params"]
-        if not (
-            group is self.group
-            and len(params) == len(self.params)
-            and all(map(operator.is_, params, self.params))
-        ):
+        if not (group is self.group and self.params.same(params)):
             return None
         options = self._options(opt, group)
         if not all(map(operator.is_, options, self.options)):
@@ -832,25 +831,17 @@ class _Repeat:
             self.arithmetic = opt._options(group, index, self.batch.dtype)
             self.batch.use(self.arithmetic)
             self.options = options
-        grads = list(map(_GRAD, params))
+        pairs = list(map(_DATA_AND_GRAD, params))
         states = list(map(opt.state.get, params))
-        if None in states:
+        try:
+            rows = list(map(_STATE_ROW, states))
+        except (TypeError, KeyError):  # a parameter without state, or a state without an entry
             return None
-        steps, mu_products = list(map(_STEP, states)), list(map(_MU_PRODUCT, states))
-        if not (
-            all(map(operator.is_, steps, repeat(self.step)))
-            and all(map(operator.is_, mu_products, repeat(self.mu_product)))
-        ):
+        # Every array checked in compiled code, and every state's step and ∏μ the
+        # pair stored (a gradient None is not an ndarray: refused too).
+        if not self.batch.read_rows(pairs, rows, (self.step, self.mu_product)):
             return None
-        arrays = [
-            *map(_DATA, params),
-            *grads,
-            *map(_EXP_AVG, states),
-            *map(_EXP_AVG_SQ, states),
-        ]
-        if not self.batch.read(arrays):  # a gradient None is not an ndarray: refused too
-            return None
-        return _RepeatedPlan(self, arrays), None, states
+        return _RepeatedPlan(self, (pairs, rows)), None, states
 
 
 class _RepeatedPlan:

@@ -402,6 +402,7 @@ def test_peak_extra_memory_under_1mb_for_1e7_elements():
     p.grad = rng.standard_normal(n, dtype=np.float32)
     opt = NAdam([p], backend="numba")
     opt.step()  # state allocated, code loaded
+    opt.step()  # and the repeated step's (tests/test_repeated_steps.py)
     before = p.data[:8].copy()
     tracemalloc.start()
     try:

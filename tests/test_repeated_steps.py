@@ -431,13 +431,24 @@ _PROFILE_OPTIONS = (
 )
 
 
+# Small batches take one compiled call on one thread (schedule and update); batches of
+# backend_numba.PARALLEL_THRESHOLD elements or more spread the update over the cores.
+_BATCHES = {"small": ((3,), (2, 4), ()), "over the cores": ((300, 250), (7,))}
+
+
+@pytest.mark.parametrize("batch", _BATCHES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("profile", [None, *profiles.PROFILES])
-def test_every_profile_repeated_gives_the_reference_bits(profile, dtype):
+def test_every_profile_repeated_gives_the_reference_bits(profile, dtype, batch):
+    from nadam_ref import backend_numba
+
+    shapes = _BATCHES[batch]
+    total = sum(int(np.prod(s)) for s in shapes)
+    assert (total >= backend_numba.PARALLEL_THRESHOLD) == (batch == "over the cores")
     ran = 0
     for options in _PROFILE_OPTIONS:
         try:
-            twins = Twins(dtype=dtype, profile=profile, **options)
+            twins = Twins(shapes=shapes, dtype=dtype, profile=profile, **options)
         except ValueError:  # an option this profile's framework lacks
             continue
         twins.step(6)
@@ -622,15 +633,23 @@ def test_repeated_steps_call_compiled_code_past_numba_s_dispatcher():
     twins.step(3)
     kept = next(iter(twins.opts[0]._repeats.values()))
     assert kept.batch.update.entry is not None
-    # and the arrays' ids are read from the list that holds them, in compiled code
-    assert backend_numba._LIST_READABLE and backend_numba._read_list_table.entry is not None
-    arrays = [*(p.data for p in twins.params[0]), *(p.grad for p in twins.params[0])]
-    state = twins.opts[0].state[twins.params[0][0]]
-    arrays += [state["exp_avg"], state["exp_avg_sq"]]
+    # and the arrays' ids are read from the lists that hold them, in compiled code
+    assert backend_numba._ROWS_READABLE and backend_numba._read_rows_table.entry is not None
+    p = twins.params[0][0]
+    state = twins.opts[0].state[p]
+    arrays = [p.data, p.grad, state["exp_avg"], state["exp_avg_sq"]]
     addresses = np.array([id(a) for a in arrays], np.int64)
     table = (backend_numba._NDARRAY, id(kept.batch.dtype), 8, *kept.batch.arrays[:2])
     listed = backend_numba._read_list_table(id(arrays), backend_numba._LIST, *table)
     assert listed == backend_numba._read_dense(addresses, *table) == 4
+    scalars = (state["step"], state["mu_product"])
+    assert kept.batch.read_rows([(p.data, p.grad)], [(*arrays[2:], *scalars)], scalars)
+    assert kept.batch.total == 4 and list(kept.batch.arrays[1][0]) == [
+        a.__array_interface__["data"][0] for a in arrays
+    ]
+    # a row whose step is another object, even an equal one, is not read
+    other = (np.float64(float(scalars[0])), scalars[1])
+    assert not kept.batch.read_rows([(p.data, p.grad)], [(*arrays[2:], *other)], scalars)
 
 
 def test_without_reading_the_list_the_ids_are_gathered_in_python(monkeypatch):
@@ -639,9 +658,21 @@ def test_without_reading_the_list_the_ids_are_gathered_in_python(monkeypatch):
     from nadam_ref import backend_numba
 
     monkeypatch.setattr(backend_numba, "_LIST_READABLE", False)
+    monkeypatch.setattr(backend_numba, "_ROWS_READABLE", False)
     twins = Twins()
+    planned = _count_plans(monkeypatch)
     twins.step(3)
+    assert len(planned) == 3 + 1  # repeated from Python's reading too
     twins.grads()
     twins.each(lambda opt, params: setattr(params[1], "grad", params[1].grad.T.copy().T))
     twins.step(new_grads=False)  # a Fortran-ordered gradient: refused, the full path takes it
     twins.step(2)
+    # a state's step replaced by an equal number: not the object stored, so a full step
+    twins.each(
+        lambda opt, params: opt.state[params[2]].__setitem__(
+            "step", type(opt.state[params[2]]["step"])(float(opt.state[params[2]]["step"]))
+        )
+    )
+    before = len(planned)
+    twins.step()
+    assert len(planned) == before + 2
