@@ -620,7 +620,7 @@ class DenseBatch:
 
     __slots__ = (
         "dtype", "itemsize", "arrays", "total", "arithmetic", "rules", "state_type", "update",
-        "update_parallel", "scratch", "tag_ids",
+        "update_parallel", "scratch", "tag_ids", "kinds",
     )  # fmt: skip
 
     def __init__(self, count: int, dtype: np.dtype, arithmetic: dict | None = None):
@@ -636,6 +636,7 @@ class DenseBatch:
         )
         self.total = 0
         self.scratch, self.tag_ids = np.zeros(4 * count, np.int64), np.zeros(0, np.int64)
+        self.kinds = np.zeros(4, np.int64)  # _KINDS and the parameters' type (read_kept)
         if arithmetic is not None:
             self.use(arithmetic)
             # Their argument types are this batch's, always.
@@ -694,6 +695,33 @@ class DenseBatch:
         self.total = _read_rows_table(
             id(pairs), id(rows), tag_ids, _KINDS, id(self.dtype), self.itemsize,
             *self.arrays[:2], self.scratch,
+        )  # fmt: skip
+        return self.total >= 0
+
+    @staticmethod
+    def remember(states: list, rows: list, held=None) -> StateMemo:
+        """A :class:`StateMemo` of ``states`` and their ``rows``, for :meth:`read_kept`."""
+        return StateMemo(states, rows, held)
+
+    def read_kept(self, params: list, states: list, memo: StateMemo, parameter: type) -> bool:
+        """:meth:`read` of the θ and g of ``params`` (Parameters, exactly of
+        type ``parameter``) and of the m and v in ``memo``, if ``states`` are
+        the memo's state dicts, none modified since :meth:`StateMemo.record`:
+        then each holds the m, v, step and ∏μ it held then.  False where this
+        interpreter's objects are not as read (see above)."""
+        if not (
+            _KEPT_READABLE
+            and type(params) is list
+            and type(states) is list
+            and _slots_readable(parameter)
+        ):
+            return False
+        kinds = self.kinds
+        if kinds[3] != id(parameter):
+            kinds = self.kinds = np.array([*_KINDS, id(parameter)], np.int64)
+        self.total = _read_kept_table(
+            id(params), kinds, id(states), memo.memo, memo.versions, id(self.dtype),
+            self.itemsize, *self.arrays[:2], self.scratch,
         )  # fmt: skip
         return self.total >= 0
 
@@ -933,6 +961,146 @@ def _rows_readable() -> bool:
 
 
 _ROWS_READABLE = _rows_readable()
+
+
+# -- unchanged since the last step: the parameters' slots and the states' version tags ----------
+#
+# A repeated step over many tensors must still find each parameter's arrays (a new gradient
+# each step is the rule) and know that no state entry was replaced.  Reading them through
+# Python (attribute and key lookups, about 0.3 µs a parameter when its objects are out of
+# cache, as they are between training steps) costs as much as the update itself.  So compiled
+# code reads the two words where a Parameter keeps ``data`` and ``grad`` (its __slots__), and
+# each state dict's version tag: CPython gives every dict a 64-bit tag that changes, to a
+# value no dict had before, with every modification of it, whatever makes it (PEP 509; in
+# PyDictObject after the reference count, the type and the number of entries).  A state dict
+# whose tag is the one recorded after the last step holds the objects it held then.  Both
+# layouts are checked once, at import, against what Python sees; where either is not as
+# read, nothing uses them (the step reads through Python).
+
+#: The words of a Parameter: refcount, type, then its slots data and grad.
+_PARAMETER_DATA, _PARAMETER_GRAD = 2, 3
+#: The word of a dict object (PyDictObject) holding its version tag.
+_DICT_VERSION = 3
+
+
+@_njit
+def _read_kept(params_address, kinds, states_address, memo, versions, descr, itemsize, sizes,
+               bases, scratch):  # fmt: skip
+    """:func:`_read_dense` of the θ and g in the slots of the Parameters in
+    the list at ``params_address`` (each exactly of the type ``kinds[3]``)
+    and of the m and v a memo recorded (``memo[i]``: the address of state i
+    and of its m and v), if the list of states at ``states_address`` holds
+    the memo's states, each with the version tag recorded; else −1."""
+    n = sizes.shape[0]
+    params = carray(_pointer(params_address), 4, np.int64)
+    states = carray(_pointer(states_address), 4, np.int64)
+    if (
+        params[1] != kinds[0]
+        or states[1] != kinds[0]
+        or params[_LIST_SIZE] != n
+        or states[_LIST_SIZE] != n
+    ):
+        return -1
+    param_items = carray(_pointer(params[_LIST_ITEMS]), n, np.int64)
+    state_items = carray(_pointer(states[_LIST_ITEMS]), n, np.int64)
+    for i in range(n):
+        if state_items[i] != memo[i, 0]:
+            return -1
+        if carray(_pointer(memo[i, 0]), 4, np.int64)[_DICT_VERSION] != versions[i]:
+            return -1
+        param = carray(_pointer(param_items[i]), 4, np.int64)
+        if param[1] != kinds[3] or param[_PARAMETER_DATA] == 0 or param[_PARAMETER_GRAD] == 0:
+            return -1  # another type, or a slot emptied (del p.grad)
+        scratch[i] = param[_PARAMETER_DATA]
+        scratch[n + i] = param[_PARAMETER_GRAD]
+        scratch[2 * n + i] = memo[i, 1]
+        scratch[3 * n + i] = memo[i, 2]
+    return _read_dense(scratch, kinds[2], descr, itemsize, sizes, bases)
+
+
+@_njit
+def _record_versions(memo, versions):
+    for i in range(memo.shape[0]):
+        versions[i] = carray(_pointer(memo[i, 0]), 4, np.int64)[_DICT_VERSION]
+
+
+_read_kept_table = _Direct(_read_kept)
+_record_versions_direct = _Direct(_record_versions)
+
+
+@_njit
+def _words(address, n):
+    return carray(_pointer(address), n, np.int64).copy()
+
+
+def _versions_readable() -> bool:
+    """Whether the word read as a dict's version tag changes with every kind
+    of modification of that dict, to a value it never had, and with nothing else."""
+    if not _LIST_READABLE:
+        return False
+    try:
+        d, other = {"a": 1}, {}
+        changes = (
+            lambda: d.__setitem__("a", 2),
+            lambda: dict.__setitem__(d, "b", 3),  # past any subclass: CPython's own
+            lambda: d.pop("b"),
+            lambda: d.update(a=4),
+            lambda: d.setdefault("c", 5),
+            lambda: d.__delitem__("c"),
+            lambda: d.clear(),
+        )
+        seen = set()
+        for change in changes:
+            before = _words(id(d), 4)[_DICT_VERSION]
+            other[len(other)] = 0  # another dict's change leaves this one's tag
+            if _words(id(d), 4)[_DICT_VERSION] != before or before in seen:
+                return False
+            seen.add(before)
+            change()
+            if _words(id(d), 4)[_DICT_VERSION] == before:
+                return False
+        return True
+    except Exception:  # noqa: BLE001 - anything unexpected: do without
+        return False
+
+
+_KEPT_READABLE = _versions_readable()
+_SLOTS_READABLE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # type → readable
+
+
+def _slots_readable(parameter: type) -> bool:
+    """Whether instances of ``parameter`` keep data and grad in the words read."""
+    known = _SLOTS_READABLE.get(parameter)
+    if known is None:
+        try:
+            p, data, grad = object.__new__(parameter), np.zeros(1), np.zeros(1)
+            p.data, p.grad = data, grad
+            words = _words(id(p), 4)
+            known = words[_PARAMETER_DATA] == id(data) and words[_PARAMETER_GRAD] == id(grad)
+        except Exception:  # noqa: BLE001 - anything unexpected: do without
+            known = False
+        _SLOTS_READABLE[parameter] = known = bool(known)
+    return known
+
+
+class StateMemo:
+    """The state dicts of a batch's parameters, their m and v, and each
+    dict's version tag as :meth:`record` last found it: what
+    :meth:`DenseBatch.read_kept` checks.  ``rows`` are the states' (m, v, …)
+    tuples, as :meth:`DenseBatch.read_rows` read them."""
+
+    __slots__ = ("states", "rows", "held", "memo", "versions")
+
+    def __init__(self, states: list, rows: list, held=None):
+        # Held, so that the addresses stay theirs (and ``held``: what else the step read).
+        self.states, self.rows, self.held = list(states), rows, held
+        self.memo = np.array([(id(s), id(r[0]), id(r[1])) for s, r in zip(states, rows)], np.int64)
+        self.memo = self.memo.reshape(len(self.states), 3)
+        self.versions = np.zeros(len(self.states), np.int64)
+
+    def record(self) -> None:
+        """Note each state's version tag now (after the step that wrote it)."""
+        _record_versions_direct(self.memo, self.versions)
 
 
 # -- the schedule, compiled --------------------------------------------------------------------

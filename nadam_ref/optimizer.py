@@ -423,9 +423,7 @@ class NAdam:
         self._repeats = repeats  # groups gone or not repeatable are forgotten
         for plan, live, states in plans:
             steps, mu_products = plan.run()
-            if live is None:  # a repeated group: one step and ∏μ for all (see _Repeat)
-                for s in states:
-                    s["step"], s["mu_product"] = steps, mu_products
+            if live is None:  # a repeated group: its plan stored them (see _RepeatedPlan)
                 continue
             for (_, p), s, step, mu_product in zip(live, states, steps, mu_products):
                 s["step"], s["mu_product"] = step, mu_product
@@ -770,7 +768,9 @@ class _Repeat:
     name what is wrong.
     """
 
-    __slots__ = ("group", "options", "params", "arithmetic", "batch", "step", "mu_product")
+    __slots__ = (
+        "group", "options", "params", "arithmetic", "batch", "step", "mu_product", "memo",
+    )  # fmt: skip
 
     @classmethod
     def after(cls, opt: NAdam, index: int, group: dict, plans: list) -> _Repeat | None:
@@ -797,6 +797,7 @@ class _Repeat:
         kept.arithmetic = opt._options(group, index, dtype)
         kept.batch = backend_numba.DenseBatch(len(params), dtype, kept.arithmetic)
         kept.step, kept.mu_product = plan.scalars[0].step, plan.scalars[0].mu_product
+        kept.memo = None  # the states as a repeated step leaves them (see _RepeatedPlan)
         return kept
 
     @staticmethod
@@ -831,8 +832,14 @@ class _Repeat:
             self.arithmetic = opt._options(group, index, self.batch.dtype)
             self.batch.use(self.arithmetic)
             self.options = options
-        pairs = list(map(_DATA_AND_GRAD, params))
         states = list(map(opt.state.get, params))
+        # The states as the last step left them (none modified since: their m, v, step
+        # and ∏μ are the ones it stored), each θ and g read from its Parameter, every
+        # array checked: in compiled code.  (The arrays are held by their Parameters
+        # and the memo; nothing rebinds them before the update.)
+        if self.memo is not None and self.batch.read_kept(params, states, self.memo, Parameter):
+            return _RepeatedPlan(self, states, self.memo), None, states
+        pairs = list(map(_DATA_AND_GRAD, params))
         try:
             rows = list(map(_STATE_ROW, states))
         except (TypeError, KeyError):  # a parameter without state, or a state without an entry
@@ -841,20 +848,25 @@ class _Repeat:
         # pair stored (a gradient None is not an ndarray: refused too).
         if not self.batch.read_rows(pairs, rows, (self.step, self.mu_product)):
             return None
-        return _RepeatedPlan(self, (pairs, rows)), None, states
+        return _RepeatedPlan(self, states, self.batch.remember(states, rows, pairs)), None, states
 
 
 class _RepeatedPlan:
     """A repeated group's step, planned: run it (schedule and update in one
-    compiled call: :meth:`nadam_ref.backend_numba.DenseBatch.step`), and the
-    group's next step expects the step and ∏μ it stores."""
+    compiled call: :meth:`nadam_ref.backend_numba.DenseBatch.step`) and store
+    the new step and ∏μ in every state; the group's next step expects them,
+    and the states' version tags as they are then (``memo``)."""
 
-    __slots__ = ("kept", "arrays")
+    __slots__ = ("kept", "states", "memo")
 
-    def __init__(self, kept: _Repeat, arrays):
-        self.kept, self.arrays = kept, arrays  # the arrays held alive until the update
+    def __init__(self, kept: _Repeat, states: list, memo):
+        self.kept, self.states, self.memo = kept, states, memo  # memo: holds the arrays read
 
     def run(self):
         kept = self.kept
         kept.step, kept.mu_product = kept.batch.step(kept.step, kept.mu_product)
+        for s in self.states:
+            s["step"], s["mu_product"] = kept.step, kept.mu_product
+        self.memo.record()
+        kept.memo = self.memo
         return kept.step, kept.mu_product

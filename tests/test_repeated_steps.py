@@ -37,11 +37,14 @@ class Twins:
     """The same optimizer on the Numba backend and on the NumPy reference,
     stepped with the same gradients and the same edits."""
 
-    def __init__(self, shapes=((3,), (2, 4), ()), dtype=np.float64, groups=None, **options):
+    def __init__(
+        self, shapes=((3,), (2, 4), ()), dtype=np.float64, groups=None, parameter=Parameter,
+        **options,
+    ):  # fmt: skip
         self.thetas = _arrays(shapes, dtype)
         self.opts, self.params = [], []
         for backend in ("numba", "numpy"):
-            params = [Parameter(t.copy()) for t in self.thetas]
+            params = [parameter(t.copy()) for t in self.thetas]
             spec = (
                 [{"params": [params[i] for i in idx], **extra} for idx, extra in groups]
                 if groups is not None
@@ -262,6 +265,77 @@ def test_state_arrays_replaced_or_edited():
     twins.each(lambda opt, params: opt.state[params[1]]["exp_avg"].setflags(write=True))
     twins.step(2)
     twins.each(lambda opt, params: opt.state[params[0]].__setitem__("step", np.float64(40)))
+    twins.step(2)
+
+
+def test_state_dicts_edited_in_any_way_between_steps():
+    """A repeated step finds each state's m and v again only where its dict changed
+    (CPython's version tag of the dict): every kind of edit is seen, even one that puts
+    the same objects back or goes past dict's own methods."""
+    twins = Twins()
+    twins.step(3)
+    edits = [
+        lambda opt, params: opt.state[params[0]].update(exp_avg=np.full(3, 0.5)),
+        lambda opt, params: dict.__setitem__(
+            opt.state[params[1]], "exp_avg_sq", np.full((2, 4), 0.125)
+        ),
+        lambda opt, params: opt.state[params[2]].__setitem__(
+            "exp_avg", opt.state[params[2]].pop("exp_avg")
+        ),
+        lambda opt, params: opt.state.__setitem__(params[0], dict(opt.state[params[0]])),
+        # an equal number, another object: as if loaded
+        lambda opt, params: opt.state[params[1]].__setitem__(
+            "mu_product", opt.state[params[1]]["mu_product"] * 1.0
+        ),
+    ]
+    for edit in edits:
+        twins.grads()
+        twins.each(edit)
+        for opt in twins.opts:
+            opt.step()
+        twins.same()
+        twins.step(2)
+
+
+def test_a_gradient_deleted_from_its_parameter():
+    twins = Twins()
+    twins.step(3)
+    twins.each(lambda opt, params: delattr(params[1], "grad"))
+    twins.fails_alike(AttributeError, "grad")
+
+
+class _Tagged(Parameter):
+    """A Parameter subclass that only adds an attribute."""
+
+    def __init__(self, data, grad=None):
+        super().__init__(data, grad)
+        self.tag = "mine"
+
+
+class _Shadowed(Parameter):
+    """A Parameter subclass whose data is a property over another attribute: what the
+    step must read is the property's value, not the slot's."""
+
+    def __init__(self, data, grad=None):
+        super().__init__(data, grad)  # data set through the property below
+        Parameter.data.__set__(self, np.zeros_like(data))  # and the slot another array
+
+    @property
+    def data(self):
+        return self._mine
+
+    @data.setter
+    def data(self, value):
+        self._mine = value
+
+
+@pytest.mark.parametrize("parameter", [_Tagged, _Shadowed])
+def test_parameter_subclasses(monkeypatch, parameter):
+    twins = Twins(parameter=parameter)
+    planned = _count_plans(monkeypatch)
+    twins.step(5)
+    assert len(planned) == 5 + 1  # repeated, reading the attributes through Python
+    twins.each(lambda opt, params: setattr(params[0], "data", np.full(3, 2.0)))
     twins.step(2)
 
 
@@ -650,6 +724,27 @@ def test_repeated_steps_call_compiled_code_past_numba_s_dispatcher():
     # a row whose step is another object, even an equal one, is not read
     other = (np.float64(float(scalars[0])), scalars[1])
     assert not kept.batch.read_rows([(p.data, p.grad)], [(*arrays[2:], *other)], scalars)
+
+
+def test_after_its_first_repeat_a_step_reads_the_parameters_slots_and_kept_states(monkeypatch):
+    """The rows of the states are read through Python at the first repeated step only;
+    the next steps read each Parameter's data and grad from its slots and check each
+    state dict's version tag, in compiled code (what benchmarks/bench_overhead.py's
+    figures for many tensors need: both layouts must read as this CPython lays them out)."""
+    from nadam_ref import backend_numba
+
+    assert backend_numba._KEPT_READABLE and backend_numba._slots_readable(Parameter)
+    rows = []
+    read_rows = backend_numba.DenseBatch.read_rows
+    monkeypatch.setattr(
+        backend_numba.DenseBatch, "read_rows", lambda *a: rows.append(1) or read_rows(*a)
+    )
+    twins = Twins()
+    twins.step(6)
+    assert len(rows) == 1 and backend_numba._read_kept_table.entry is not None
+    twins.each(lambda opt, params: opt.state[params[0]].__setitem__("exp_avg", np.zeros(3)))
+    twins.step(3)
+    assert len(rows) == 2  # the edited state is seen, read again once, then kept
 
 
 def test_without_reading_the_list_the_ids_are_gathered_in_python(monkeypatch):
