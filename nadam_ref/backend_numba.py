@@ -699,20 +699,21 @@ class DenseBatch:
         return self.total >= 0
 
     @staticmethod
-    def remember(states: list, rows: list, held=None) -> StateMemo:
-        """A :class:`StateMemo` of ``states`` and their ``rows``, for :meth:`read_kept`."""
-        return StateMemo(states, rows, held)
+    def remember(params: list, table: dict, states: list, rows: list, held=None) -> StateMemo:
+        """A :class:`StateMemo` of what a step read, for :meth:`read_kept`."""
+        return StateMemo(params, table, states, rows, held)
 
-    def read_kept(self, params: list, states: list, memo: StateMemo, parameter: type) -> bool:
+    def read_kept(self, params: list, table: dict, memo: StateMemo, parameter: type) -> bool:
         """:meth:`read` of the θ and g of ``params`` (Parameters, exactly of
-        type ``parameter``) and of the m and v in ``memo``, if ``states`` are
-        the memo's state dicts, none modified since :meth:`StateMemo.record`:
-        then each holds the m, v, step and ∏μ it held then.  False where this
+        type ``parameter``) and of the m and v in ``memo``, if ``params`` and
+        the state ``table`` are the memo's, and neither the table nor any
+        state was modified since :meth:`StateMemo.record`: then each state
+        holds the m, v, step and ∏μ it held then.  False where this
         interpreter's objects are not as read (see above)."""
         if not (
             _KEPT_READABLE
             and type(params) is list
-            and type(states) is list
+            and isinstance(table, dict)
             and _slots_readable(parameter)
         ):
             return False
@@ -720,7 +721,7 @@ class DenseBatch:
         if kinds[3] != id(parameter):
             kinds = self.kinds = np.array([*_KINDS, id(parameter)], np.int64)
         self.total = _read_kept_table(
-            id(params), kinds, id(states), memo.memo, memo.versions, id(self.dtype),
+            id(params), id(table), kinds, memo.memo, memo.versions, memo.table, id(self.dtype),
             self.itemsize, *self.arrays[:2], self.scratch,
         )  # fmt: skip
         return self.total >= 0
@@ -984,44 +985,44 @@ _DICT_VERSION = 3
 
 
 @_njit
-def _read_kept(params_address, kinds, states_address, memo, versions, descr, itemsize, sizes,
-               bases, scratch):  # fmt: skip
+def _read_kept(params_address, table_address, kinds, memo, versions, table, descr, itemsize,
+               sizes, bases, scratch):  # fmt: skip
     """:func:`_read_dense` of the θ and g in the slots of the Parameters in
-    the list at ``params_address`` (each exactly of the type ``kinds[3]``)
-    and of the m and v a memo recorded (``memo[i]``: the address of state i
-    and of its m and v), if the list of states at ``states_address`` holds
-    the memo's states, each with the version tag recorded; else −1."""
+    the list at ``params_address`` and of the m and v a memo recorded, if
+    nothing the memo recorded has changed: the list holds the memo's
+    Parameters (``memo[i, 0]``, each exactly of the type ``kinds[3]``), the
+    dict at ``table_address`` (parameter → state) is the memo's with the
+    version tag recorded (``table``: address, tag), so each parameter's state
+    is the memo's (``memo[i, 1]``), and each state has the tag recorded
+    (``versions[i]``), so it holds the m and v recorded (``memo[i, 2:]``) and
+    the step and ∏μ stored.  Else −1."""
     n = sizes.shape[0]
     params = carray(_pointer(params_address), 4, np.int64)
-    states = carray(_pointer(states_address), 4, np.int64)
-    if (
-        params[1] != kinds[0]
-        or states[1] != kinds[0]
-        or params[_LIST_SIZE] != n
-        or states[_LIST_SIZE] != n
-    ):
+    if params[1] != kinds[0] or params[_LIST_SIZE] != n or table_address != table[0]:
+        return -1
+    if carray(_pointer(table_address), 4, np.int64)[_DICT_VERSION] != table[1]:
         return -1
     param_items = carray(_pointer(params[_LIST_ITEMS]), n, np.int64)
-    state_items = carray(_pointer(states[_LIST_ITEMS]), n, np.int64)
     for i in range(n):
-        if state_items[i] != memo[i, 0]:
+        if param_items[i] != memo[i, 0]:
             return -1
-        if carray(_pointer(memo[i, 0]), 4, np.int64)[_DICT_VERSION] != versions[i]:
+        if carray(_pointer(memo[i, 1]), 4, np.int64)[_DICT_VERSION] != versions[i]:
             return -1
-        param = carray(_pointer(param_items[i]), 4, np.int64)
+        param = carray(_pointer(memo[i, 0]), 4, np.int64)
         if param[1] != kinds[3] or param[_PARAMETER_DATA] == 0 or param[_PARAMETER_GRAD] == 0:
             return -1  # another type, or a slot emptied (del p.grad)
         scratch[i] = param[_PARAMETER_DATA]
         scratch[n + i] = param[_PARAMETER_GRAD]
-        scratch[2 * n + i] = memo[i, 1]
-        scratch[3 * n + i] = memo[i, 2]
+        scratch[2 * n + i] = memo[i, 2]
+        scratch[3 * n + i] = memo[i, 3]
     return _read_dense(scratch, kinds[2], descr, itemsize, sizes, bases)
 
 
 @_njit
-def _record_versions(memo, versions):
+def _record_versions(memo, versions, table):
     for i in range(memo.shape[0]):
-        versions[i] = carray(_pointer(memo[i, 0]), 4, np.int64)[_DICT_VERSION]
+        versions[i] = carray(_pointer(memo[i, 1]), 4, np.int64)[_DICT_VERSION]
+    table[1] = carray(_pointer(table[0]), 4, np.int64)[_DICT_VERSION]
 
 
 _read_kept_table = _Direct(_read_kept)
@@ -1084,23 +1085,29 @@ def _slots_readable(parameter: type) -> bool:
 
 
 class StateMemo:
-    """The state dicts of a batch's parameters, their m and v, and each
-    dict's version tag as :meth:`record` last found it: what
-    :meth:`DenseBatch.read_kept` checks.  ``rows`` are the states' (m, v, …)
-    tuples, as :meth:`DenseBatch.read_rows` read them."""
+    """What a repeated step read through Python, kept for the next: the
+    group's Parameters, the optimizer's state table (a dict, parameter →
+    state) and each parameter's state dict, its m and v, and the version
+    tags of the table and of every state as :meth:`record` last found them:
+    what :meth:`DenseBatch.read_kept` checks.  ``rows`` are the states'
+    (m, v, …) tuples, as :meth:`DenseBatch.read_rows` read them."""
 
-    __slots__ = ("states", "rows", "held", "memo", "versions")
+    __slots__ = ("params", "table_object", "states", "rows", "held", "memo", "versions", "table")
 
-    def __init__(self, states: list, rows: list, held=None):
+    def __init__(self, params: list, table: dict, states: list, rows: list, held=None):
         # Held, so that the addresses stay theirs (and ``held``: what else the step read).
-        self.states, self.rows, self.held = list(states), rows, held
-        self.memo = np.array([(id(s), id(r[0]), id(r[1])) for s, r in zip(states, rows)], np.int64)
-        self.memo = self.memo.reshape(len(self.states), 3)
+        self.params, self.table_object, self.states = list(params), table, list(states)
+        self.rows, self.held = rows, held
+        self.memo = np.array(
+            [(id(p), id(s), id(r[0]), id(r[1])) for p, s, r in zip(params, states, rows)],
+            np.int64,
+        ).reshape(len(self.states), 4)
         self.versions = np.zeros(len(self.states), np.int64)
+        self.table = np.array([id(table), 0], np.int64)
 
     def record(self) -> None:
-        """Note each state's version tag now (after the step that wrote it)."""
-        _record_versions_direct(self.memo, self.versions)
+        """Note the version tags now (after the step that wrote the states)."""
+        _record_versions_direct(self.memo, self.versions, self.table)
 
 
 # -- the schedule, compiled --------------------------------------------------------------------

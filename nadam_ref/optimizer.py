@@ -427,7 +427,8 @@ class NAdam:
                 continue
             for (_, p), s, step, mu_product in zip(live, states, steps, mu_products):
                 s["step"], s["mu_product"] = step, mu_product
-                self.state[p] = s
+                if self.state.get(p) is not s:  # a new state (else the table stays unmodified)
+                    self.state[p] = s
         return loss
 
     def _repeater(self) -> Callable[[Any], bool] | None:
@@ -817,7 +818,7 @@ class _Repeat:
         """This step's plan of ``group`` (``param_groups[index]``) if its
         inputs are the ones checked, else None."""
         params = group["params"]
-        if not (group is self.group and self.params.same(params)):
+        if group is not self.group:
             return None
         options = self._options(opt, group)
         if not all(map(operator.is_, options, self.options)):
@@ -832,13 +833,17 @@ class _Repeat:
             self.arithmetic = opt._options(group, index, self.batch.dtype)
             self.batch.use(self.arithmetic)
             self.options = options
+        # The parameters, state table and states as the last step left them (none
+        # modified since: each state's m, v, step and ∏μ are the ones it stored), each
+        # θ and g read from its Parameter, every array checked: in compiled code.  (The
+        # arrays are held by their Parameters and the memo; nothing rebinds them
+        # before the update.)
+        memo = self.memo
+        if memo is not None and self.batch.read_kept(params, opt.state, memo, Parameter):
+            return _RepeatedPlan(self, memo.states, memo), None, memo.states
+        if not self.params.same(params):
+            return None
         states = list(map(opt.state.get, params))
-        # The states as the last step left them (none modified since: their m, v, step
-        # and ∏μ are the ones it stored), each θ and g read from its Parameter, every
-        # array checked: in compiled code.  (The arrays are held by their Parameters
-        # and the memo; nothing rebinds them before the update.)
-        if self.memo is not None and self.batch.read_kept(params, states, self.memo, Parameter):
-            return _RepeatedPlan(self, states, self.memo), None, states
         pairs = list(map(_DATA_AND_GRAD, params))
         try:
             rows = list(map(_STATE_ROW, states))
@@ -848,7 +853,8 @@ class _Repeat:
         # pair stored (a gradient None is not an ndarray: refused too).
         if not self.batch.read_rows(pairs, rows, (self.step, self.mu_product)):
             return None
-        return _RepeatedPlan(self, states, self.batch.remember(states, rows, pairs)), None, states
+        memo = self.batch.remember(params, opt.state, states, rows, held=pairs)
+        return _RepeatedPlan(self, states, memo), None, states
 
 
 class _RepeatedPlan:

@@ -283,6 +283,7 @@ def test_state_dicts_edited_in_any_way_between_steps():
             "exp_avg", opt.state[params[2]].pop("exp_avg")
         ),
         lambda opt, params: opt.state.__setitem__(params[0], dict(opt.state[params[0]])),
+        lambda opt, params: opt.state.__delitem__(params[1]),  # its state starts again
         # an equal number, another object: as if loaded
         lambda opt, params: opt.state[params[1]].__setitem__(
             "mu_product", opt.state[params[1]]["mu_product"] * 1.0
