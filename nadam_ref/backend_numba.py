@@ -58,6 +58,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
+from llvmlite import ir
 from numba import carray, njit, prange, set_parallel_chunksize, typeof
 from numba.core import cgutils, types
 from numba.extending import intrinsic, overload, register_jitable
@@ -1029,6 +1030,73 @@ _read_kept_table = _Direct(_read_kept)
 _record_versions_direct = _Direct(_record_versions)
 
 
+@intrinsic
+def _call_c(typingctx, function, a, b, c):
+    """``function(a, b, c)``: a C function of three pointers returning an int,
+    called at its address (the pointers as integers)."""
+    if not all(isinstance(x, types.Integer) for x in (function, a, b, c)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        pointer = ir.FunctionType(ir.IntType(32), [cgutils.voidptr_t] * 3).as_pointer()
+        called = builder.call(
+            builder.inttoptr(args[0], pointer),
+            [builder.inttoptr(x, cgutils.voidptr_t) for x in args[1:]],
+        )
+        return builder.sext(called, ir.IntType(64))
+
+    return types.int64(function, a, b, c), codegen
+
+
+@_njit
+def _set_items(setitem, dict_type, memo, keys, values):
+    """``state[keys[k]] = values[k]`` (objects at those addresses) for k = 0, 1
+    in every state dict of the memo (``memo[i, 1]``), by ``setitem``
+    (CPython's PyDict_SetItem: the GIL is held, as in any call from Python
+    to compiled code, and it counts the references).  Returns how many
+    states were set: all, or up to the first that is not exactly a dict
+    (a subclass may have its own __setitem__: Python sets that one and the
+    rest); −1 − i if setting state i failed (no memory)."""
+    for i in range(memo.shape[0]):
+        state = memo[i, 1]
+        if carray(_pointer(state), 2, np.int64)[1] != dict_type:
+            return i
+        for k in range(2):
+            if _call_c(setitem, state, keys[k], values[k]) != 0:
+                return -1 - i
+    return memo.shape[0]
+
+
+_set_items_direct = _Direct(_set_items)
+#: The keys a repeated step sets in every state, and PyDict_SetItem's address.
+_STATE_KEYS = ("step", "mu_product")
+_STATE_KEY_IDS = np.array([id(sys.intern(k)) for k in _STATE_KEYS], np.int64)
+_DICT = id(dict)
+
+
+def _dict_setitem() -> int | None:
+    """PyDict_SetItem's address, if :func:`_set_items` sets values through it
+    as Python does (the values and their reference counts); else None."""
+    try:
+        import ctypes
+
+        address = ctypes.cast(ctypes.pythonapi.PyDict_SetItem, ctypes.c_void_p).value
+        states = [{"step": 1.0, "mu_product": 2.0, "exp_avg": None}, {"step": 0, "mu_product": 0}]
+        memo = np.array([(0, id(s), 0, 0) for s in states], np.int64)
+        step, mu_product = np.float64(3.5), np.float64(0.25)  # new objects, counted
+        counts = sys.getrefcount(step), sys.getrefcount(mu_product)
+        values = np.array([id(step), id(mu_product)], np.int64)
+        if _set_items(address, _DICT, memo, _STATE_KEY_IDS, values) != 2:
+            return None
+        if any(s["step"] is not step or s["mu_product"] is not mu_product for s in states):
+            return None
+        if (sys.getrefcount(step), sys.getrefcount(mu_product)) != (counts[0] + 2, counts[1] + 2):
+            return None
+        return address if list(states[0]) == ["step", "mu_product", "exp_avg"] else None
+    except Exception:  # noqa: BLE001 - anything unexpected: do without
+        return None
+
+
 @_njit
 def _words(address, n):
     return carray(_pointer(address), n, np.int64).copy()
@@ -1066,6 +1134,7 @@ def _versions_readable() -> bool:
 
 
 _KEPT_READABLE = _versions_readable()
+_SETITEM = _dict_setitem() if _KEPT_READABLE else None
 _SLOTS_READABLE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # type → readable
 
 
@@ -1092,7 +1161,9 @@ class StateMemo:
     what :meth:`DenseBatch.read_kept` checks.  ``rows`` are the states'
     (m, v, …) tuples, as :meth:`DenseBatch.read_rows` read them."""
 
-    __slots__ = ("params", "table_object", "states", "rows", "held", "memo", "versions", "table")
+    __slots__ = (
+        "params", "table_object", "states", "rows", "held", "memo", "versions", "table", "values",
+    )  # fmt: skip
 
     def __init__(self, params: list, table: dict, states: list, rows: list, held=None):
         # Held, so that the addresses stay theirs (and ``held``: what else the step read).
@@ -1104,6 +1175,21 @@ class StateMemo:
         ).reshape(len(self.states), 4)
         self.versions = np.zeros(len(self.states), np.int64)
         self.table = np.array([id(table), 0], np.int64)
+        self.values = np.zeros(2, np.int64)
+
+    def store(self, step, mu_product) -> None:
+        """``state["step"], state["mu_product"] = step, mu_product`` in every
+        state (in compiled code where it can: see :func:`_set_items`), then
+        :meth:`record`."""
+        done = 0
+        if _SETITEM is not None:
+            self.values[0], self.values[1] = id(step), id(mu_product)
+            done = _set_items_direct(_SETITEM, _DICT, self.memo, _STATE_KEY_IDS, self.values)
+            if done < 0:
+                raise MemoryError(f"could not store the step in state {-1 - done}")
+        for state in self.states[done:]:
+            state["step"], state["mu_product"] = step, mu_product
+        self.record()
 
     def record(self) -> None:
         """Note the version tags now (after the step that wrote the states)."""

@@ -761,6 +761,17 @@ class _Repeat:
       and aligned, of its θ's shape, θ, m and v writeable: read from the
       array objects in compiled code (:class:`nadam_ref.backend_numba.DenseBatch`).
 
+    How the step finds them: at the first repeat, through Python (each
+    Parameter's data and grad, each state's m, v, step and ∏μ, as tuples that
+    compiled code checks); then, with a memo of what it found, in compiled
+    code alone: each θ and g from its Parameter's slots, and the rest from
+    the memo while the optimizer's state table and every state dict are
+    unmodified since the memo was recorded (CPython's version tag of a dict
+    changes with every modification: an edited state, however made, sends
+    the step back to Python's reading).  A step over many tensors then makes
+    no Python pass over its parameters but the one that stores the new step
+    and ∏μ in each state.
+
     Then every check of the full path passes, and the step is the full
     path's: the schedule by the same functions of :mod:`nadam_ref.schedule`
     (compiled by Numba, with the update, into one call: tests/test_repeated_steps.py
@@ -871,8 +882,6 @@ class _RepeatedPlan:
     def run(self):
         kept = self.kept
         kept.step, kept.mu_product = kept.batch.step(kept.step, kept.mu_product)
-        for s in self.states:
-            s["step"], s["mu_product"] = kept.step, kept.mu_product
-        self.memo.record()
+        self.memo.store(kept.step, kept.mu_product)  # in every state; then the tags recorded
         kept.memo = self.memo
         return kept.step, kept.mu_product

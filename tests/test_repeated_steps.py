@@ -298,6 +298,31 @@ def test_state_dicts_edited_in_any_way_between_steps():
         twins.step(2)
 
 
+class _CountingState(dict):
+    """A state dict that counts the entries set through it."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.set = []
+
+    def __setitem__(self, key, value):
+        self.set.append(key)
+        super().__setitem__(key, value)
+
+
+def test_a_state_dict_subclass_gets_its_entries_through_its_own_setitem():
+    """A repeated step stores the new step and ∏μ in exact dicts from compiled code;
+    a state of a dict subclass gets them through its own __setitem__, as in a full step."""
+    twins = Twins()
+    twins.step(3)
+    twins.each(
+        lambda opt, params: opt.state.__setitem__(params[1], _CountingState(opt.state[params[1]]))
+    )
+    twins.step(4)
+    counts = [opt.state[params[1]].set for opt, params in zip(twins.opts, twins.params)]
+    assert counts[0] == counts[1] == ["step", "mu_product"] * 4
+
+
 def test_a_gradient_deleted_from_its_parameter():
     twins = Twins()
     twins.step(3)
@@ -735,6 +760,7 @@ def test_after_its_first_repeat_a_step_reads_the_parameters_slots_and_kept_state
     from nadam_ref import backend_numba
 
     assert backend_numba._KEPT_READABLE and backend_numba._slots_readable(Parameter)
+    assert backend_numba._SETITEM is not None  # the new step and ∏μ stored in compiled code
     rows = []
     read_rows = backend_numba.DenseBatch.read_rows
     monkeypatch.setattr(
