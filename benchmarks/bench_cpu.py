@@ -93,6 +93,14 @@ TARGETS = {  # case letter → (least fraction of the roofline, least speed-up o
 
 
 @njit(parallel=True, cache=True)
+def empty_parallel_call(a):
+    """A parallel loop of no work (``a``: one element a thread): what a parallel
+    call costs beyond its work, as waking the threads that slept since the last."""
+    for i in prange(a.size):
+        a[i] += 1.0
+
+
+@njit(parallel=True, cache=True)
 def streaming_pass(a, b, c, d):
     """Read a, b, c, d once and write a, c, d once: a NAdam step's traffic,
     with one addition per written element (no constants, so no dtype change)."""

@@ -18,6 +18,9 @@ machine; ratios within one run do not):
   ``torch.optim.NAdam(foreach=True)``.  Targets: ≥ 0.25 of the roofline,
   ≥ 20× torch foreach.  ``many, new grads`` gives every parameter a different
   gradient array each step (as a training loop does), torch the same.
+  Also timed, after torch's step: an empty parallel Numba call, the cost of
+  waking the threads that slept through it (NAdam.step runs after the
+  roofline here, and finds them awake).
 * ``many10k`` — 10 000 tensors × 100 float32, against torch foreach (target
   ≥ 20×) and the roofline.
 * ``minimize`` — ``nadam_ref.minimize`` on a 2-D quadratic whose objective
@@ -63,7 +66,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]
 from _timing import format_seconds, format_table, interleaved_times, machine, median, write_json  # noqa: E402
-from bench_cpu import streaming_pass  # noqa: E402
+from bench_cpu import empty_parallel_call, streaming_pass  # noqa: E402
 
 import nadam_ref  # noqa: E402
 from nadam_ref import backend_numba, functional, keras  # noqa: E402
@@ -276,6 +279,11 @@ def _many_contenders(count: int, size: int, new_grads: bool, torch_threads: int)
                 topt.step()
 
         contenders["torch foreach"] = theirs
+        # Right after torch's step, as NAdam.step is in a training loop: the Numba threads
+        # slept through it, and a parallel call first wakes them (then the roofline finds
+        # them awake, as NAdam.step does here, after the roofline).
+        idle = np.zeros(2)
+        contenders["empty parallel call"] = lambda: empty_parallel_call(idle)
     stream = [np.ones(count * size, np.float32) for _ in range(4)]
     stream[1][:] = 1e-6
     contenders["roofline"] = lambda: streaming_pass(*stream)

@@ -18,6 +18,15 @@ vectorises; any other view (transposed, sliced with steps, negative strides,
 the real view of a complex array, a broadcast gradient) is walked along its
 strides and updated in place.
 
+Repeated steps (:class:`DenseBatch`, :class:`StateMemo`): a step whose
+inputs are the ones the last step checked reads them in compiled code from
+the Python objects themselves (NumPy's array struct; CPython's list, tuple
+and dict objects and a dict's version tag; a Parameter's slots) and stores
+the new step and ∏μ in each state through CPython's ``PyDict_SetItem``: over
+many tensors, Python's own reading costs as much as the update.  Each layout
+is checked once against what Python sees; where one differs (another
+interpreter or build), Python reads instead, with the same bits.
+
 Why the results are the same bits as NumPy's:
 
 * every constant the element function uses arrives in the array's dtype
