@@ -765,21 +765,39 @@ class DenseBatch:
 _NDARRAY = id(np.ndarray)
 _read_table = _Direct(_read_dense)  # always called with the same argument types
 
-#: The words of a list object (PyListObject): refcount, type, size, items (PyObject**).
+#: The words of a list object (PyListObject): refcount, type, size, items (PyObject**);
+#: of a tuple object (PyTupleObject): refcount, type, size, then its items.
 _LIST_SIZE, _LIST_ITEMS = 2, 3
-_LIST = id(list)
+_TUPLE_SIZE, _TUPLE_ITEMS = 2, 3
+_LIST, _TUPLE = id(list), id(tuple)
+
+
+@_njit
+def _list_items(address, list_type, n):
+    """(whether the object at ``address`` is a list of ``n`` items, their
+    addresses): read from the list object (``id`` called from Python costs
+    some 40 ns an object, and a step over 500 tensors has 2000)."""
+    words = carray(_pointer(address), 4, np.int64)
+    if words[1] != list_type or words[_LIST_SIZE] != n:
+        return False, words[:0]
+    return True, carray(_pointer(words[_LIST_ITEMS]), n, np.int64)
+
+
+@_njit
+def _tuple_items(address, tuple_type, n):
+    """(whether the object at ``address`` is a tuple of ``n`` items, their addresses)."""
+    words = carray(_pointer(address), _TUPLE_ITEMS, np.int64)
+    if words[1] != tuple_type or words[_TUPLE_SIZE] != n:
+        return False, words[:0]
+    return True, carray(_pointer(address), _TUPLE_ITEMS + n, np.int64)[_TUPLE_ITEMS:]
 
 
 @_njit
 def _read_list(list_address, list_type, ndarray_type, descr, itemsize, sizes, bases):
-    """:func:`_read_dense` of the objects in the Python list at ``list_address``,
-    whose item pointers (their ids) are read from the list object itself
-    (``id`` called from Python costs some 40 ns an object, and a step over
-    500 tensors has 2000)."""
-    words = carray(_pointer(list_address), 4, np.int64)
-    if words[1] != list_type or words[_LIST_SIZE] != 4 * sizes.shape[0]:
+    """:func:`_read_dense` of the objects in the Python list at ``list_address``."""
+    ok, addresses = _list_items(list_address, list_type, 4 * sizes.shape[0])
+    if not ok:
         return -1
-    addresses = carray(_pointer(words[_LIST_ITEMS]), words[_LIST_SIZE], np.int64)
     return _read_dense(addresses, ndarray_type, descr, itemsize, sizes, bases)
 
 
@@ -791,10 +809,9 @@ def _same_items(list_address, list_type, ids):
     """Whether the Python list at ``list_address`` holds exactly the objects
     whose addresses are ``ids``, in order (read from the list object: no
     object is touched)."""
-    words = carray(_pointer(list_address), 4, np.int64)
-    if words[1] != list_type or words[_LIST_SIZE] != ids.shape[0]:
+    ok, items = _list_items(list_address, list_type, ids.shape[0])
+    if not ok:
         return False
-    items = carray(_pointer(words[_LIST_ITEMS]), ids.shape[0], np.int64)
     for i in range(ids.shape[0]):
         if items[i] != ids[i]:
             return False
@@ -828,11 +845,6 @@ class Objects:
         return len(items) == len(self.objects) and all(map(operator.is_, items, self.objects))
 
 
-#: The words of a tuple object (PyTupleObject): refcount, type, size, then its items.
-_TUPLE_SIZE, _TUPLE_ITEMS = 2, 3
-_TUPLE = id(tuple)
-
-
 @_njit
 def _read_rows(pairs_address, rows_address, tags, kinds, descr, itemsize, sizes, bases, scratch):
     """:func:`_read_dense` of the arrays held by two Python lists of n tuples:
@@ -841,35 +853,20 @@ def _read_rows(pairs_address, rows_address, tags, kinds, descr, itemsize, sizes,
     ``kinds`` holds the addresses of the types list, tuple and ndarray;
     ``scratch`` (4n words) takes the addresses read."""
     n = sizes.shape[0]
-    pairs = carray(_pointer(pairs_address), 4, np.int64)
-    rows = carray(_pointer(rows_address), 4, np.int64)
-    if (
-        pairs[1] != kinds[0]
-        or rows[1] != kinds[0]
-        or pairs[_LIST_SIZE] != n
-        or rows[_LIST_SIZE] != n
-    ):
+    pairs_ok, pairs = _list_items(pairs_address, kinds[0], n)
+    rows_ok, rows = _list_items(rows_address, kinds[0], n)
+    if not (pairs_ok and rows_ok):
         return -1
-    width = 2 + tags.shape[0]
-    pair_items = carray(_pointer(pairs[_LIST_ITEMS]), n, np.int64)
-    row_items = carray(_pointer(rows[_LIST_ITEMS]), n, np.int64)
     for i in range(n):
-        pair = carray(_pointer(pair_items[i]), _TUPLE_ITEMS + 2, np.int64)
-        if pair[1] != kinds[1] or pair[_TUPLE_SIZE] != 2:
-            return -1
-        row = carray(_pointer(row_items[i]), 2, np.int64)
-        if row[1] != kinds[1]:
-            return -1
-        row = carray(_pointer(row_items[i]), _TUPLE_ITEMS + width, np.int64)
-        if row[_TUPLE_SIZE] != width:
+        pair_ok, pair = _tuple_items(pairs[i], kinds[1], 2)
+        row_ok, row = _tuple_items(rows[i], kinds[1], 2 + tags.shape[0])
+        if not (pair_ok and row_ok):
             return -1
         for k in range(tags.shape[0]):
-            if row[_TUPLE_ITEMS + 2 + k] != tags[k]:
+            if row[2 + k] != tags[k]:
                 return -1
-        scratch[i] = pair[_TUPLE_ITEMS]
-        scratch[n + i] = pair[_TUPLE_ITEMS + 1]
-        scratch[2 * n + i] = row[_TUPLE_ITEMS]
-        scratch[3 * n + i] = row[_TUPLE_ITEMS + 1]
+        scratch[i], scratch[n + i] = pair[0], pair[1]
+        scratch[2 * n + i], scratch[3 * n + i] = row[0], row[1]
     return _read_dense(scratch, kinds[2], descr, itemsize, sizes, bases)
 
 
@@ -1007,12 +1004,11 @@ def _read_kept(params_address, table_address, kinds, memo, versions, table, desc
     (``versions[i]``), so it holds the m and v recorded (``memo[i, 2:]``) and
     the step and ∏μ stored.  Else −1."""
     n = sizes.shape[0]
-    params = carray(_pointer(params_address), 4, np.int64)
-    if params[1] != kinds[0] or params[_LIST_SIZE] != n or table_address != table[0]:
+    ok, param_items = _list_items(params_address, kinds[0], n)
+    if not ok or table_address != table[0]:
         return -1
     if carray(_pointer(table_address), 4, np.int64)[_DICT_VERSION] != table[1]:
         return -1
-    param_items = carray(_pointer(params[_LIST_ITEMS]), n, np.int64)
     for i in range(n):
         if param_items[i] != memo[i, 0]:
             return -1
