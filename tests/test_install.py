@@ -10,6 +10,7 @@ from the shell.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -353,3 +354,26 @@ def test_cuda_backend_without_numba_cuda_says_how_to_install_it_from_the_clone(t
     # The package is not on an index: the extra is installed from the clone.
     assert "needs numba-cuda" in done.stdout and "pip install '.[cuda]'" in done.stdout
     assert "nadam_ref[cuda]" not in done.stdout
+
+
+def test_step_profile_takes_a_repeated_step_apart(tmp_path):
+    """benchmarks/profile_step.py (the README's profile of a repeated step over many
+    tensors) still finds in the optimizer the pieces it times: it runs, and reports each."""
+    pytest.importorskip("torch")
+    out = tmp_path / "profile.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "profile_step.py"),
+            *("--count", "4", "--size", "50", "--rounds", "2", "--out", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert set(result["median_s"]) == {"options", "read", "update", "store", "step", "wake"}
+    assert all(len(t) == 2 for t in result["times_s"].values())
+    assert "the four parts:" in done.stdout
