@@ -69,7 +69,7 @@ from _timing import format_seconds, format_table, interleaved_times, machine, me
 from bench_cpu import empty_parallel_call, streaming_pass  # noqa: E402
 
 import nadam_ref  # noqa: E402
-from nadam_ref import backend_numba, functional, keras  # noqa: E402
+from nadam_ref import backend_numba_repeat, functional, keras  # noqa: E402
 from nadam_ref.optimizer import NAdam, Parameter  # noqa: E402
 
 try:
@@ -256,7 +256,7 @@ def _many_contenders(count: int, size: int, new_grads: bool, torch_threads: int)
         eps=1e-8,
         backend="numba",
     )
-    batch = backend_numba.DenseBatch(count, np.dtype(np.float32))
+    batch = backend_numba_repeat.DenseBatch(count, np.dtype(np.float32))
     if not batch.read([*plan.params, *plan.grads, *plan.exp_avgs, *plan.exp_avg_sqs]):
         raise RuntimeError("the benchmark's arrays should make a dense table")
     # The table holds addresses only: the lambda keeps the plan, and so its arrays, alive.

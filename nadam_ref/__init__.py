@@ -29,6 +29,7 @@ SUBMODULES = (
     "backend",
     "backend_cuda",
     "backend_numba",
+    "backend_numba_repeat",
     "backend_numpy",
     "checkpoint",
     "cli",

@@ -774,7 +774,7 @@ class _Repeat:
     * every variable's array (a Parameter's data as it is now), gradient and
       slot is exactly a NumPy array of the dtype, C-contiguous and aligned,
       of its variable's shape, variables and slots writeable: read in
-      compiled code (:class:`nadam_ref.backend_numba.DenseBatch`).
+      compiled code (:class:`nadam_ref.backend_numba_repeat.DenseBatch`).
 
     The slots and the two state arrays are never replaced once made, only
     written in place.  The step is then the full path's: schedule and update
@@ -800,14 +800,14 @@ class _Repeat:
             opt._schedule == "legacy" and dtype != cache_dtype
         ):
             return None
-        from . import backend_numba  # imported by the step: its backend
+        from . import backend_numba_repeat  # imported by the step: its backend's
 
         kept = cls()
         kept.variables, kept.dtype, kept.cache_dtype = variables, dtype, cache_dtype
         slots = [opt._slots[id(v)] for v in variables]
         kept.slots = [s["m"] for s in slots] + [s["v"] for s in slots]
         kept.options = opt._options(opt._learning_rate(), dtype, cache_dtype)
-        kept.batch = backend_numba.DenseBatch(len(variables), dtype, kept.options)
+        kept.batch = backend_numba_repeat.DenseBatch(len(variables), dtype, kept.options)
         return kept
 
     def step(self, opt: Nadam, items) -> bool:

@@ -759,7 +759,7 @@ class _Repeat:
       stored (one pair for the whole group);
     * every θ, g, m and v is exactly a NumPy array of the dtype, C-contiguous
       and aligned, of its θ's shape, θ, m and v writeable: read from the
-      array objects in compiled code (:class:`nadam_ref.backend_numba.DenseBatch`).
+      array objects in compiled code (:class:`nadam_ref.backend_numba_repeat.DenseBatch`).
 
     How the step finds them: at the first repeat, through Python (each
     Parameter's data and grad, each state's m, v, step and ∏μ, as tuples that
@@ -800,14 +800,14 @@ class _Repeat:
             or len({id(s) for s in plan.scalars}) != 1
         ):
             return None
-        from . import backend_numba  # imported by the step: its backend
+        from . import backend_numba_repeat  # imported by the step: its backend's
 
         kept = cls()
         kept.group = group
         kept.options = _Repeat._options(opt, group)
-        kept.params = backend_numba.Objects(params)
+        kept.params = backend_numba_repeat.Objects(params)
         kept.arithmetic = opt._options(group, index, dtype)
-        kept.batch = backend_numba.DenseBatch(len(params), dtype, kept.arithmetic)
+        kept.batch = backend_numba_repeat.DenseBatch(len(params), dtype, kept.arithmetic)
         kept.step, kept.mu_product = plan.scalars[0].step, plan.scalars[0].mu_product
         kept.memo = None  # the states as a repeated step leaves them (see _RepeatedPlan)
         return kept
@@ -870,7 +870,7 @@ class _Repeat:
 
 class _RepeatedPlan:
     """A repeated group's step, planned: run it (schedule and update in one
-    compiled call: :meth:`nadam_ref.backend_numba.DenseBatch.step`) and store
+    compiled call: :meth:`nadam_ref.backend_numba_repeat.DenseBatch.step`) and store
     the new step and ∏μ in every state; the group's next step expects them,
     and the states' version tags as they are then (``memo``)."""
 

@@ -540,11 +540,11 @@ _BATCHES = {"small": ((3,), (2, 4), ()), "over the cores": ((300, 250), (7,))}
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("profile", [None, *profiles.PROFILES])
 def test_every_profile_repeated_gives_the_reference_bits(profile, dtype, batch):
-    from nadam_ref import backend_numba
+    from nadam_ref import backend_numba_repeat
 
     shapes = _BATCHES[batch]
     total = sum(int(np.prod(s)) for s in shapes)
-    assert (total >= backend_numba.PARALLEL_THRESHOLD) == (batch == "over the cores")
+    assert (total >= backend_numba_repeat.PARALLEL_THRESHOLD) == (batch == "over the cores")
     ran = 0
     for options in _PROFILE_OPTIONS:
         try:
@@ -722,26 +722,29 @@ def test_keras_what_changes_between_steps_takes_the_full_path():
 
 def test_repeated_steps_call_compiled_code_past_numba_s_dispatcher():
     """The figures of benchmarks/bench_overhead.py need the repeated step's two compiled
-    calls to skip the dispatcher's typing of their arguments (backend_numba._Direct), and
+    calls to skip the dispatcher's typing of their arguments (backend_numba_repeat._Direct), and
     the arrays' ids read from their list in compiled code:
     this Numba must still offer the compiled code of a signature (else every call goes
     through the dispatcher, correct but some 3 µs slower); and the direct call must
     give what the dispatcher gives."""
-    from nadam_ref import backend_numba
+    from nadam_ref import backend_numba_repeat
 
     twins = Twins(shapes=((4,),))
     twins.step(3)
     kept = next(iter(twins.opts[0]._repeats.values()))
     assert kept.batch.update.entry is not None
     # and the arrays' ids are read from the lists that hold them, in compiled code
-    assert backend_numba._ROWS_READABLE and backend_numba._read_rows_table.entry is not None
+    assert (
+        backend_numba_repeat._ROWS_READABLE
+        and backend_numba_repeat._read_rows_table.entry is not None
+    )
     p = twins.params[0][0]
     state = twins.opts[0].state[p]
     arrays = [p.data, p.grad, state["exp_avg"], state["exp_avg_sq"]]
     addresses = np.array([id(a) for a in arrays], np.int64)
-    table = (backend_numba._NDARRAY, id(kept.batch.dtype), 8, *kept.batch.arrays[:2])
-    listed = backend_numba._read_list_table(id(arrays), backend_numba._LIST, *table)
-    assert listed == backend_numba._read_dense(addresses, *table) == 4
+    table = (backend_numba_repeat._NDARRAY, id(kept.batch.dtype), 8, *kept.batch.arrays[:2])
+    listed = backend_numba_repeat._read_list_table(id(arrays), backend_numba_repeat._LIST, *table)
+    assert listed == backend_numba_repeat._read_dense(addresses, *table) == 4
     scalars = (state["step"], state["mu_product"])
     assert kept.batch.read_rows([(p.data, p.grad)], [(*arrays[2:], *scalars)], scalars)
     assert kept.batch.total == 4 and list(kept.batch.arrays[1][0]) == [
@@ -757,18 +760,18 @@ def test_after_its_first_repeat_a_step_reads_the_parameters_slots_and_kept_state
     the next steps read each Parameter's data and grad from its slots and check each
     state dict's version tag, in compiled code (what benchmarks/bench_overhead.py's
     figures for many tensors need: both layouts must read as this CPython lays them out)."""
-    from nadam_ref import backend_numba
+    from nadam_ref import backend_numba_repeat
 
-    assert backend_numba._KEPT_READABLE and backend_numba._slots_readable(Parameter)
-    assert backend_numba._SETITEM is not None  # the new step and ∏μ stored in compiled code
+    assert backend_numba_repeat._KEPT_READABLE and backend_numba_repeat._slots_readable(Parameter)
+    assert backend_numba_repeat._SETITEM is not None  # the new step and ∏μ stored in compiled code
     rows = []
-    read_rows = backend_numba.DenseBatch.read_rows
+    read_rows = backend_numba_repeat.DenseBatch.read_rows
     monkeypatch.setattr(
-        backend_numba.DenseBatch, "read_rows", lambda *a: rows.append(1) or read_rows(*a)
+        backend_numba_repeat.DenseBatch, "read_rows", lambda *a: rows.append(1) or read_rows(*a)
     )
     twins = Twins()
     twins.step(6)
-    assert len(rows) == 1 and backend_numba._read_kept_table.entry is not None
+    assert len(rows) == 1 and backend_numba_repeat._read_kept_table.entry is not None
     twins.each(lambda opt, params: opt.state[params[0]].__setitem__("exp_avg", np.zeros(3)))
     twins.step(3)
     assert len(rows) == 2  # the edited state is seen, read again once, then kept
@@ -777,10 +780,10 @@ def test_after_its_first_repeat_a_step_reads_the_parameters_slots_and_kept_state
 def test_without_reading_the_list_the_ids_are_gathered_in_python(monkeypatch):
     """Where the list object's layout is not the one read (another interpreter build),
     the repeated step gathers the arrays' ids in Python: the same bits and refusals."""
-    from nadam_ref import backend_numba
+    from nadam_ref import backend_numba_repeat
 
-    monkeypatch.setattr(backend_numba, "_LIST_READABLE", False)
-    monkeypatch.setattr(backend_numba, "_ROWS_READABLE", False)
+    monkeypatch.setattr(backend_numba_repeat, "_LIST_READABLE", False)
+    monkeypatch.setattr(backend_numba_repeat, "_ROWS_READABLE", False)
     twins = Twins()
     planned = _count_plans(monkeypatch)
     twins.step(3)
