@@ -5,10 +5,12 @@ piece, in the order the step runs them, after what runs before it there (a
 torch foreach step and a same-size memory pass, which leave the step's
 arrays and objects out of cache):
 
-* ``options``  — the group's options compared with the ones last checked;
+* ``settings`` — the optimizer's own settings compared with the ones last
+  checked (the group's options are unchanged while its dict is: its version
+  tag, checked with the rest);
 * ``read``     — every θ, g, m and v found and checked in compiled code
-  (``DenseBatch.read_kept``: the Parameters' slots, the states' version tags,
-  each array's address, shape and flags);
+  (``DenseBatch.read_kept``: the group's, state table's and states' version
+  tags, the Parameters' slots, each array's address, shape and flags);
 * ``update``   — the schedule and the update, one compiled call;
 * ``store``    — the new step and ∏μ stored in every state, the tags recorded;
 * ``step``     — a whole ``NAdam.step`` timed the same way, for the sum;
@@ -59,7 +61,7 @@ def profile(count: int, size: int, rounds: int, torch_threads: int) -> dict:
     (kept,) = opt._repeats.values()
     group = opt.param_groups[0]
     if kept.memo is None or not kept.batch.read_kept(
-        group["params"], opt.state, kept.memo, Parameter
+        group["params"], opt.state, kept.memo, Parameter, group
     ):
         raise RuntimeError("the step is not a memo'd repeat here: nothing to take apart")
     tensors = [torch.randn(size) for _ in range(count)]
@@ -75,22 +77,21 @@ def profile(count: int, size: int, rounds: int, torch_threads: int) -> dict:
         streaming_pass(*stream)
 
     times: dict[str, list[float]] = {
-        k: [] for k in ("options", "read", "update", "store", "step", "wake")
+        k: [] for k in ("settings", "read", "update", "store", "step", "wake")
     }
     for _ in range(rounds):
         before()
         t0 = time.perf_counter()
-        options = kept._options(opt, group)
-        assert all(map(operator.is_, options, kept.options))
+        assert all(map(operator.is_, kept._settings(opt), kept.options[-4:]))
         t1 = time.perf_counter()
-        assert kept.batch.read_kept(group["params"], opt.state, kept.memo, Parameter)
+        assert kept.batch.read_kept(group["params"], opt.state, kept.memo, Parameter, group)
         t2 = time.perf_counter()
         kept.step, kept.mu_product = kept.batch.step(kept.step, kept.mu_product)
         t3 = time.perf_counter()
         kept.memo.store(kept.step, kept.mu_product)
         t4 = time.perf_counter()
         for name, seconds in zip(
-            ("options", "read", "update", "store"), (t1 - t0, t2 - t1, t3 - t2, t4 - t3)
+            ("settings", "read", "update", "store"), (t1 - t0, t2 - t1, t3 - t2, t4 - t3)
         ):
             times[name].append(seconds)
         before()
@@ -128,7 +129,7 @@ def main() -> None:
     )
     for name, seconds in medians.items():
         print(f"   {name:8s} {format_seconds(seconds)}")
-    parts = sum(medians[k] for k in ("options", "read", "update", "store"))
+    parts = sum(medians[k] for k in ("settings", "read", "update", "store"))
     print(
         f"   the four parts: {format_seconds(parts)}; the step beyond them: {format_seconds(medians['step'] - parts)}"
     )

@@ -214,17 +214,23 @@ class DenseBatch:
         return self.total >= 0
 
     @staticmethod
-    def remember(params: list, table: dict, states: list, rows: list, held=None) -> StateMemo:
+    def remember(
+        params: list, table: dict, group: dict, states: list, rows: list, held=None
+    ) -> StateMemo:
         """A :class:`StateMemo` of what a step read, for :meth:`read_kept`."""
-        return StateMemo(params, table, states, rows, held)
+        return StateMemo(params, table, group, states, rows, held)
 
-    def read_kept(self, params: list, table: dict, memo: StateMemo, parameter: type) -> bool:
+    def read_kept(
+        self, params: list, table: dict, memo: StateMemo, parameter: type, group: dict | None
+    ) -> bool:
         """:meth:`read` of the θ and g of ``params`` (Parameters, exactly of
         type ``parameter``) and of the m and v in ``memo``, if ``params`` and
         the state ``table`` are the memo's, and neither the table nor any
         state was modified since :meth:`StateMemo.record`: then each state
-        holds the m, v, step and ∏μ it held then.  False where this
-        interpreter's objects are not as read (see above)."""
+        holds the m, v, step and ∏μ it held then; and ``group`` (unless
+        None) is the memo's, unmodified since: then each of its options is
+        the object it was.  False where this interpreter's objects are not
+        as read (see above)."""
         if not (
             _KEPT_READABLE
             and type(params) is list
@@ -236,8 +242,9 @@ class DenseBatch:
         if kinds[3] != id(parameter):
             kinds = self.kinds = np.array([*_KINDS, id(parameter)], np.int64)
         self.total = _read_kept_table(
-            id(params), id(table), kinds, memo.memo, memo.versions, memo.table, id(self.dtype),
-            self.itemsize, *self.arrays[:2], self.scratch,
+            id(params), id(table), 0 if group is None else id(group), kinds, memo.memo,
+            memo.versions, memo.table, id(self.dtype), self.itemsize, *self.arrays[:2],
+            self.scratch,
         )  # fmt: skip
         return self.total >= 0
 
@@ -497,8 +504,8 @@ _DICT_VERSION = 3
 
 
 @_njit
-def _read_kept(params_address, table_address, kinds, memo, versions, table, descr, itemsize,
-               sizes, bases, scratch):  # fmt: skip
+def _read_kept(params_address, table_address, group_address, kinds, memo, versions, table,
+               descr, itemsize, sizes, bases, scratch):  # fmt: skip
     """:func:`_read_dense` of the θ and g in the slots of the Parameters in
     the list at ``params_address`` and of the m and v a memo recorded, if
     nothing the memo recorded has changed: the list holds the memo's
@@ -507,12 +514,19 @@ def _read_kept(params_address, table_address, kinds, memo, versions, table, desc
     version tag recorded (``table``: address, tag), so each parameter's state
     is the memo's (``memo[i, 1]``), and each state has the tag recorded
     (``versions[i]``), so it holds the m and v recorded (``memo[i, 2:]``) and
-    the step and ∏μ stored.  Else −1."""
+    the step and ∏μ stored; and, if ``group_address`` is not 0, the dict
+    there (the parameter group) is the memo's with its tag recorded
+    (``table[2:]``), so every option is the object it was.  Else −1."""
     n = sizes.shape[0]
     ok, param_items = _list_items(params_address, kinds[0], n)
     if not ok or table_address != table[0]:
         return -1
     if carray(_pointer(table_address), 4, np.int64)[_DICT_VERSION] != table[1]:
+        return -1
+    if group_address != 0 and (
+        group_address != table[2]
+        or carray(_pointer(group_address), 4, np.int64)[_DICT_VERSION] != table[3]
+    ):
         return -1
     for i in range(n):
         if param_items[i] != memo[i, 0]:
@@ -533,7 +547,8 @@ def _read_kept(params_address, table_address, kinds, memo, versions, table, desc
 def _record_versions(memo, versions, table):
     for i in range(memo.shape[0]):
         versions[i] = carray(_pointer(memo[i, 1]), 4, np.int64)[_DICT_VERSION]
-    table[1] = carray(_pointer(table[0]), 4, np.int64)[_DICT_VERSION]
+    for k in (0, 2):  # the state table's tag, and the group's
+        table[k + 1] = carray(_pointer(table[k]), 4, np.int64)[_DICT_VERSION]
 
 
 _read_kept_table = _Direct(_read_kept)
@@ -672,10 +687,11 @@ class StateMemo:
     (m, v, …) tuples, as :meth:`DenseBatch.read_rows` read them."""
 
     __slots__ = (
-        "params", "table_object", "states", "rows", "held", "memo", "versions", "table", "values",
+        "params", "table_object", "group", "states", "rows", "held", "memo", "versions", "table",
+        "values",
     )  # fmt: skip
 
-    def __init__(self, params: list, table: dict, states: list, rows: list, held=None):
+    def __init__(self, params: list, table: dict, group: dict, states: list, rows: list, held=None):
         # Held, so that the addresses stay theirs (and ``held``: what else the step read).
         self.params, self.table_object, self.states = list(params), table, list(states)
         self.rows, self.held = rows, held
@@ -684,7 +700,8 @@ class StateMemo:
             np.int64,
         ).reshape(len(self.states), 4)
         self.versions = np.zeros(len(self.states), np.int64)
-        self.table = np.array([id(table), 0], np.int64)
+        self.table = np.array([id(table), 0, id(group), 0], np.int64)
+        self.group = group
         self.values = np.zeros(2, np.int64)
 
     def store(self, step, mu_product) -> None:

@@ -819,11 +819,13 @@ class _Repeat:
         return [
             *map(group.get, GROUP_OPTIONS),  # lr first
             *map(group.get, TORCH_ONLY_OPTIONS),
-            opt.backend,
-            opt.check_finite,
-            opt.profile,
-            opt.scalar_dtype,
+            *_Repeat._settings(opt),
         ]
+
+    @staticmethod
+    def _settings(opt: NAdam) -> tuple:
+        """The optimizer's own settings a step depends on (the last of :meth:`_options`)."""
+        return opt.backend, opt.check_finite, opt.profile, opt.scalar_dtype
 
     def plan(self, opt: NAdam, index: int, group: dict):
         """This step's plan of ``group`` (``param_groups[index]``) if its
@@ -831,6 +833,13 @@ class _Repeat:
         params = group["params"]
         if group is not self.group:
             return None
+        memo = self.memo
+        if (
+            memo is not None
+            and all(map(operator.is_, _Repeat._settings(opt), self.options[-4:]))
+            and self.batch.read_kept(params, opt.state, memo, Parameter, group)
+        ):  # the group unmodified (its tag): every option the object checked; see below
+            return _RepeatedPlan(self, memo.states, memo), None, memo.states
         options = self._options(opt, group)
         if not all(map(operator.is_, options, self.options)):
             # A learning-rate schedule sets lr before every step: with nothing
@@ -849,8 +858,7 @@ class _Repeat:
         # θ and g read from its Parameter, every array checked: in compiled code.  (The
         # arrays are held by their Parameters and the memo; nothing rebinds them
         # before the update.)
-        memo = self.memo
-        if memo is not None and self.batch.read_kept(params, opt.state, memo, Parameter):
+        if memo is not None and self.batch.read_kept(params, opt.state, memo, Parameter, None):
             return _RepeatedPlan(self, memo.states, memo), None, memo.states
         if not self.params.same(params):
             return None
@@ -864,7 +872,7 @@ class _Repeat:
         # pair stored (a gradient None is not an ndarray: refused too).
         if not self.batch.read_rows(pairs, rows, (self.step, self.mu_product)):
             return None
-        memo = self.batch.remember(params, opt.state, states, rows, held=pairs)
+        memo = self.batch.remember(params, opt.state, group, states, rows, held=pairs)
         return _RepeatedPlan(self, states, memo), None, states
 
 

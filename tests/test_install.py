@@ -374,6 +374,6 @@ def test_step_profile_takes_a_repeated_step_apart(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert set(result["median_s"]) == {"options", "read", "update", "store", "step", "wake"}
+    assert set(result["median_s"]) == {"settings", "read", "update", "store", "step", "wake"}
     assert all(len(t) == 2 for t in result["times_s"].values())
     assert "the four parts:" in done.stdout
