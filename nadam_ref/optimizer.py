@@ -768,7 +768,8 @@ class _Repeat:
     the memo while the optimizer's state table and every state dict are
     unmodified since the memo was recorded (CPython's version tag of a dict
     changes with every modification: an edited state, however made, sends
-    the step back to Python's reading).  A step over many tensors then makes
+    the step back to Python's reading); while the group dict is unmodified
+    too, its options are not compared one by one.  A step over many tensors then makes
     no Python pass over its parameters but the one that stores the new step
     and ∏μ in each state.
 
