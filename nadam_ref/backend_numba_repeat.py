@@ -135,7 +135,7 @@ class DenseBatch:
 
     __slots__ = (
         "dtype", "itemsize", "arrays", "total", "arithmetic", "rules", "state_type", "update",
-        "update_parallel", "scratch", "tag_ids", "kinds",
+        "update_parallel", "scratch", "tag_ids", "kinds", "held", "holding",
     )  # fmt: skip
 
     def __init__(self, count: int, dtype: np.dtype, arithmetic: dict | None = None):
@@ -152,6 +152,7 @@ class DenseBatch:
         self.total = 0
         self.scratch, self.tag_ids = np.zeros(4 * count, np.int64), np.zeros(0, np.int64)
         self.kinds = np.zeros(4, np.int64)  # _KINDS and the parameters' type (read_kept)
+        self.held, self.holding = 0, np.zeros(2 * count, np.int64)  # see read_kept
         if arithmetic is not None:
             self.use(arithmetic)
             # Their argument types are this batch's, always.
@@ -232,12 +233,13 @@ class DenseBatch:
         the object it was.  False where this interpreter's objects are not
         as read (see above)."""
         if not (
-            _KEPT_READABLE
+            _REFERENCES is not None
             and type(params) is list
             and isinstance(table, dict)
             and _slots_readable(parameter)
         ):
             return False
+        self.release()  # what an earlier read held, if its step never ran
         kinds = self.kinds
         if kinds[3] != id(parameter):
             kinds = self.kinds = np.array([*_KINDS, id(parameter)], np.int64)
@@ -246,7 +248,21 @@ class DenseBatch:
             memo.versions, memo.table, id(self.dtype), self.itemsize, *self.arrays[:2],
             self.scratch,
         )  # fmt: skip
-        return self.total >= 0
+        if self.total < 0:
+            return False
+        # Every θ and g held (as a list of them would) until release(): the update writes
+        # through their addresses.
+        self.held = 2 * self.arrays[0].shape[0]
+        self.holding[: self.held] = self.scratch[: self.held]
+        _count_references_direct(_REFERENCES[0], self.holding, self.held)
+        return True
+
+    def release(self) -> None:
+        """Let go of the arrays :meth:`read_kept` held (after the update, or
+        when the step that read them stops before it)."""
+        if self.held:
+            held, self.held = self.held, 0
+            _count_references_direct(_REFERENCES[1], self.holding, held)
 
     def run(self, coef: Coefficients) -> None:
         """The update of the arrays last read, with ``coef``."""
@@ -622,6 +638,55 @@ def _dict_setitem() -> int | None:
         return None
 
 
+@intrinsic
+def _call_c1(typingctx, function, a):
+    """``function(a)``: a C function of one pointer returning nothing."""
+    if not all(isinstance(x, types.Integer) for x in (function, a)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        pointer = ir.FunctionType(ir.VoidType(), [cgutils.voidptr_t]).as_pointer()
+        builder.call(
+            builder.inttoptr(args[0], pointer), [builder.inttoptr(args[1], cgutils.voidptr_t)]
+        )
+        return context.get_dummy_value()
+
+    return types.none(function, a), codegen
+
+
+@_njit
+def _count_references(function, addresses, n):
+    """``function(object)`` for the first ``n`` addresses: CPython's Py_IncRef
+    or Py_DecRef (the GIL is held)."""
+    for i in range(n):
+        _call_c1(function, addresses[i])
+
+
+_count_references_direct = _Direct(_count_references)
+
+
+def _reference_counting() -> tuple[int, int] | None:
+    """The addresses of Py_IncRef and Py_DecRef, if :func:`_count_references`
+    counts references through them as Python sees it; else None."""
+    try:
+        import ctypes
+
+        incref, decref = (
+            ctypes.cast(f, ctypes.c_void_p).value
+            for f in (ctypes.pythonapi.Py_IncRef, ctypes.pythonapi.Py_DecRef)
+        )
+        held = [np.zeros(1), np.zeros(2)]
+        counts = [sys.getrefcount(x) for x in held]
+        addresses = np.array([id(x) for x in held], np.int64)
+        _count_references(incref, addresses, 2)
+        if [sys.getrefcount(x) for x in held] != [c + 1 for c in counts]:
+            return None
+        _count_references(decref, addresses, 2)
+        return (incref, decref) if [sys.getrefcount(x) for x in held] == counts else None
+    except Exception:  # noqa: BLE001 - anything unexpected: do without
+        return None
+
+
 @_njit
 def _words(address, n):
     return carray(_pointer(address), n, np.int64).copy()
@@ -660,6 +725,9 @@ def _versions_readable() -> bool:
 
 _KEPT_READABLE = _versions_readable()
 _SETITEM = _dict_setitem() if _KEPT_READABLE else None
+#: Py_IncRef and Py_DecRef: a step that found θ and g in compiled code holds them until its
+#: update (nothing else does: code run before it, a finalizer say, could rebind them).
+_REFERENCES = _reference_counting() if _KEPT_READABLE else None
 _SLOTS_READABLE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # type → readable
 
 

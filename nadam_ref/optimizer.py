@@ -375,8 +375,30 @@ class NAdam:
         """
         loss = closure() if closure is not None else None
         backend = functional.get_backend(self.backend)
-        plans = []
-        repeats = {}
+        plans: list = []
+        repeats: dict = {}
+        try:
+            self._plan_groups(backend, plans, repeats)
+        except BaseException:
+            for plan, live, _ in plans:
+                if live is None:  # a repeated group's plan holds its arrays (_RepeatedPlan)
+                    plan.release()
+            raise
+        self._repeats = repeats  # groups gone or not repeatable are forgotten
+        for plan, live, states in plans:
+            steps, mu_products = plan.run()
+            if live is None:  # a repeated group: its plan stored them (see _RepeatedPlan)
+                continue
+            for (_, p), s, step, mu_product in zip(live, states, steps, mu_products):
+                s["step"], s["mu_product"] = step, mu_product
+                if self.state.get(p) is not s:  # a new state (else the table stays unmodified)
+                    self.state[p] = s
+        return loss
+
+    def _plan_groups(self, backend, plans: list, repeats: dict) -> None:
+        """Plan every group's step into ``plans`` (checking everything; nothing
+        is updated), and note in ``repeats`` the groups whose next step may
+        repeat this one (:class:`_Repeat`)."""
         for g, group in enumerate(self.param_groups):
             kept = self._repeats.get(id(group))
             again = kept.plan(self, g, group) if kept is not None else None
@@ -420,16 +442,6 @@ class NAdam:
             kept = _Repeat.after(self, g, group, plans[first:])
             if kept is not None:
                 repeats[id(group)] = kept
-        self._repeats = repeats  # groups gone or not repeatable are forgotten
-        for plan, live, states in plans:
-            steps, mu_products = plan.run()
-            if live is None:  # a repeated group: its plan stored them (see _RepeatedPlan)
-                continue
-            for (_, p), s, step, mu_product in zip(live, states, steps, mu_products):
-                s["step"], s["mu_product"] = step, mu_product
-                if self.state.get(p) is not s:  # a new state (else the table stays unmodified)
-                    self.state[p] = s
-        return loss
 
     def _repeater(self) -> Callable[[Any], bool] | None:
         """After a step of an optimizer of one parameter, its next steps, for a
@@ -890,7 +902,14 @@ class _RepeatedPlan:
 
     def run(self):
         kept = self.kept
-        kept.step, kept.mu_product = kept.batch.step(kept.step, kept.mu_product)
+        try:
+            kept.step, kept.mu_product = kept.batch.step(kept.step, kept.mu_product)
+        finally:
+            kept.batch.release()
         self.memo.store(kept.step, kept.mu_product)  # in every state; then the tags recorded
         kept.memo = self.memo
         return kept.step, kept.mu_product
+
+    def release(self) -> None:
+        """The step stops before :meth:`run`: let go of what the plan holds."""
+        self.kept.batch.release()

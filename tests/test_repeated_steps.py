@@ -323,6 +323,23 @@ def test_a_state_dict_subclass_gets_its_entries_through_its_own_setitem():
     assert counts[0] == counts[1] == ["step", "mu_product"] * 4
 
 
+def test_a_repeated_step_holds_its_arrays_only_while_it_runs():
+    """A step that found θ and g in compiled code holds them until its update, and
+    lets go after it, or when a later group's check fails: no reference is left over."""
+    import sys
+
+    twins = Twins(groups=[([0, 1], {}), ([2], {"lr": 0.1})])
+    twins.step(4)
+    ours = twins.params[0]
+    before = [sys.getrefcount(a) for p in ours for a in (p.data, p.grad)]
+    for _ in range(3):
+        twins.opts[0].step()
+    assert [sys.getrefcount(a) for p in ours for a in (p.data, p.grad)] == before
+    twins.each(lambda opt, params: setattr(params[2], "grad", np.ones(5)))  # group 1: bad
+    twins.fails_alike(ValueError, r"gradient of param_groups\[1\]")
+    assert [sys.getrefcount(a) for p in ours for a in (p.data, p.grad)] == before
+
+
 def test_a_gradient_deleted_from_its_parameter():
     twins = Twins()
     twins.step(3)
@@ -764,6 +781,7 @@ def test_after_its_first_repeat_a_step_reads_the_parameters_slots_and_kept_state
 
     assert backend_numba_repeat._KEPT_READABLE and backend_numba_repeat._slots_readable(Parameter)
     assert backend_numba_repeat._SETITEM is not None  # the new step and ∏μ stored in compiled code
+    assert backend_numba_repeat._REFERENCES is not None  # θ and g held until the update
     rows = []
     read_rows = backend_numba_repeat.DenseBatch.read_rows
     monkeypatch.setattr(
