@@ -11,7 +11,8 @@ arrays and objects out of cache):
 * ``read``     — every θ, g, m and v found and checked in compiled code
   (``DenseBatch.read_kept``: the group's, state table's and states' version
   tags, the Parameters' slots, each array's address, shape and flags);
-* ``update``   — the schedule and the update, one compiled call;
+* ``update``   — the schedule and the update, one compiled call (and letting
+  go of the references to θ and g that the read took);
 * ``store``    — the new step and ∏μ stored in every state, the tags recorded;
 * ``step``     — a whole ``NAdam.step`` timed the same way, for the sum;
 * ``wake``     — an empty parallel call right after torch's step alone: what
@@ -87,6 +88,7 @@ def profile(count: int, size: int, rounds: int, torch_threads: int) -> dict:
         assert kept.batch.read_kept(group["params"], opt.state, kept.memo, Parameter, group)
         t2 = time.perf_counter()
         kept.step, kept.mu_product = kept.batch.step(kept.step, kept.mu_product)
+        kept.batch.release()  # the references read_kept took, as the step lets go of them
         t3 = time.perf_counter()
         kept.memo.store(kept.step, kept.mu_product)
         t4 = time.perf_counter()

@@ -239,22 +239,21 @@ class DenseBatch:
             and _slots_readable(parameter)
         ):
             return False
-        self.release()  # what an earlier read held, if its step never ran
+        if self.held:  # what an earlier read held, if its step never ran
+            self.release()
         kinds = self.kinds
         if kinds[3] != id(parameter):
             kinds = self.kinds = np.array([*_KINDS, id(parameter)], np.int64)
         self.total = _read_kept_table(
             id(params), id(table), 0 if group is None else id(group), kinds, memo.memo,
             memo.versions, memo.table, id(self.dtype), self.itemsize, *self.arrays[:2],
-            self.scratch,
+            self.scratch, _REFERENCES[0], self.holding,
         )  # fmt: skip
         if self.total < 0:
             return False
         # Every θ and g held (as a list of them would) until release(): the update writes
         # through their addresses.
-        self.held = 2 * self.arrays[0].shape[0]
-        self.holding[: self.held] = self.scratch[: self.held]
-        _count_references_direct(_REFERENCES[0], self.holding, self.held)
+        self.held = self.holding.shape[0]
         return True
 
     def release(self) -> None:
@@ -521,7 +520,7 @@ _DICT_VERSION = 3
 
 @_njit
 def _read_kept(params_address, table_address, group_address, kinds, memo, versions, table,
-               descr, itemsize, sizes, bases, scratch):  # fmt: skip
+               descr, itemsize, sizes, bases, scratch, incref, holding):  # fmt: skip
     """:func:`_read_dense` of the θ and g in the slots of the Parameters in
     the list at ``params_address`` and of the m and v a memo recorded, if
     nothing the memo recorded has changed: the list holds the memo's
@@ -532,7 +531,8 @@ def _read_kept(params_address, table_address, group_address, kinds, memo, versio
     (``versions[i]``), so it holds the m and v recorded (``memo[i, 2:]``) and
     the step and ∏μ stored; and, if ``group_address`` is not 0, the dict
     there (the parameter group) is the memo's with its tag recorded
-    (``table[2:]``), so every option is the object it was.  Else −1."""
+    (``table[2:]``), so every option is the object it was.  Then each θ and
+    g is held (their addresses in ``holding``); else −1."""
     n = sizes.shape[0]
     ok, param_items = _list_items(params_address, kinds[0], n)
     if not ok or table_address != table[0]:
@@ -556,7 +556,12 @@ def _read_kept(params_address, table_address, group_address, kinds, memo, versio
         scratch[n + i] = param[_PARAMETER_GRAD]
         scratch[2 * n + i] = memo[i, 2]
         scratch[3 * n + i] = memo[i, 3]
-    return _read_dense(scratch, kinds[2], descr, itemsize, sizes, bases)
+    total = _read_dense(scratch, kinds[2], descr, itemsize, sizes, bases)
+    if total >= 0:  # every θ and g held (``incref``: Py_IncRef) until the update
+        for i in range(2 * n):
+            holding[i] = scratch[i]
+            _call_c1(incref, scratch[i])
+    return total
 
 
 @_njit
