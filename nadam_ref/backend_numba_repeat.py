@@ -129,7 +129,9 @@ class _Direct:
 
 class DenseBatch:
     """The table of a batch of n tensors, all four arrays of each dense in C
-    order, refilled by :meth:`read` from the arrays themselves each step (the
+    order, refilled each step from the objects that hold them (:meth:`read`
+    from a list of the arrays, :meth:`read_rows` from the parameters' and
+    states' tuples, :meth:`read_kept` from the Parameters and a memo; the
     table of the last step's batch is kept: no allocation a step), and the
     batch's arithmetic (``plan_step``'s options), for :meth:`step`."""
 
@@ -789,6 +791,7 @@ class StateMemo:
                 raise MemoryError(f"could not store the step in state {-1 - done}")
         for state in self.states[done:]:
             state["step"], state["mu_product"] = step, mu_product
+        self.held = None  # the arrays of the step that made the memo: its update has run
         self.record()
 
     def record(self) -> None:

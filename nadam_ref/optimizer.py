@@ -852,7 +852,7 @@ class _Repeat:
             and all(map(operator.is_, _Repeat._settings(opt), self.options[-4:]))
             and self.batch.read_kept(params, opt.state, memo, Parameter, group)
         ):  # the group unmodified (its tag): every option the object checked; see below
-            return _RepeatedPlan(self, memo.states, memo), None, memo.states
+            return _RepeatedPlan(self, memo), None, memo.states
         options = self._options(opt, group)
         if not all(map(operator.is_, options, self.options)):
             # A learning-rate schedule sets lr before every step: with nothing
@@ -868,11 +868,10 @@ class _Repeat:
             self.options = options
         # The parameters, state table and states as the last step left them (none
         # modified since: each state's m, v, step and ∏μ are the ones it stored), each
-        # θ and g read from its Parameter, every array checked: in compiled code.  (The
-        # arrays are held by their Parameters and the memo; nothing rebinds them
-        # before the update.)
+        # θ and g read from its Parameter, every array checked: in compiled code.  (θ
+        # and g are then held until the update: DenseBatch.read_kept.)
         if memo is not None and self.batch.read_kept(params, opt.state, memo, Parameter, None):
-            return _RepeatedPlan(self, memo.states, memo), None, memo.states
+            return _RepeatedPlan(self, memo), None, memo.states
         if not self.params.same(params):
             return None
         states = list(map(opt.state.get, params))
@@ -886,7 +885,7 @@ class _Repeat:
         if not self.batch.read_rows(pairs, rows, (self.step, self.mu_product)):
             return None
         memo = self.batch.remember(params, opt.state, group, states, rows, held=pairs)
-        return _RepeatedPlan(self, states, memo), None, states
+        return _RepeatedPlan(self, memo), None, states
 
 
 class _RepeatedPlan:
@@ -895,10 +894,10 @@ class _RepeatedPlan:
     the new step and ∏μ in every state; the group's next step expects them,
     and the states' version tags as they are then (``memo``)."""
 
-    __slots__ = ("kept", "states", "memo")
+    __slots__ = ("kept", "memo")
 
-    def __init__(self, kept: _Repeat, states: list, memo):
-        self.kept, self.states, self.memo = kept, states, memo  # memo: holds the arrays read
+    def __init__(self, kept: _Repeat, memo):
+        self.kept, self.memo = kept, memo  # memo: the states, and what the update reads
 
     def run(self):
         kept = self.kept

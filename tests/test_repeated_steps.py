@@ -340,6 +340,20 @@ def test_a_repeated_step_holds_its_arrays_only_while_it_runs():
     assert [sys.getrefcount(a) for p in ours for a in (p.data, p.grad)] == before
 
 
+def test_the_gradients_of_a_past_step_are_not_kept_alive():
+    """Once a step's update has run, nothing of the optimizer holds that step's
+    gradient arrays (a training loop gives new ones each step)."""
+    import gc
+    import weakref
+
+    twins = Twins()
+    twins.step(2)  # the second is the first repeat: read through Python, then remembered
+    gone = [weakref.ref(p.grad) for p in twins.params[0]]
+    twins.step(3)
+    gc.collect()
+    assert [ref() for ref in gone] == [None] * len(gone)
+
+
 def test_a_gradient_deleted_from_its_parameter():
     twins = Twins()
     twins.step(3)
